@@ -1,0 +1,61 @@
+"""The app factory: one Store per app, opened at start-up and closed at shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from metering import __version__
+from metering.api import errors, keys, rates, usage
+from metering.api.auth import TokenCheck
+from metering.ratecard import load_rate_card
+from metering.settings import Settings
+from metering.store.db import Store
+
+
+def open_store(settings: Settings) -> Store:
+    """Open the database and seed it with the rate card file (a malformed card raises)."""
+    card = load_rate_card(settings.rate_card_path)
+    store = Store(settings.db_path)
+    try:
+        store.seed_rate_card(card, source=str(settings.rate_card_path))
+    except Exception:
+        store.close()
+        raise
+    return store
+
+
+def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
+    """`store`: an already open store (the caller closes it); otherwise one is opened at start-up."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = store is None
+        app.state.store = store if store is not None else open_store(settings)
+        app.state.tokens = TokenCheck(
+            admin_token=settings.admin_token, ingest_token=settings.ingest_token, store=app.state.store
+        )
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.store.close()
+
+    app = FastAPI(
+        title="metering",
+        version=__version__,
+        summary="Usage metering and cost analytics for LLM APIs",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness; needs no token")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(usage.router)
+    app.include_router(keys.router)
+    app.include_router(rates.router)
+    return app

@@ -1,0 +1,72 @@
+"""Bearer-token roles: admin, ingest, and key (a registered API key's own secret)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from metering.errors import Forbidden, Unauthorized
+from metering.store.db import ApiKey, sha256_hex
+
+ADMIN, INGEST, KEY = "admin", "ingest", "key"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    role: str
+    key: ApiKey | None = None
+
+    def visible_key(self, requested: str | None) -> str | None:
+        """The api_key_id a query is limited to: a key always sees itself, and asking for
+        another key's data is forbidden; admin sees what it asks for (None: all)."""
+        if self.role == ADMIN:
+            return requested
+        assert self.key is not None
+        if requested is not None and requested != self.key.api_key_id:
+            raise Forbidden("a key may read only its own data")
+        return self.key.api_key_id
+
+
+class TokenCheck:
+    """Resolves a bearer token to a Principal. Admin and ingest tokens are kept only as
+    SHA-256 digests and compared in constant time; key secrets are looked up by digest."""
+
+    def __init__(self, *, admin_token: str | None, ingest_token: str | None, store) -> None:
+        self._admin = sha256_hex(admin_token) if admin_token else None
+        self._ingest = sha256_hex(ingest_token) if ingest_token else None
+        self._store = store
+
+    def resolve(self, header: str | None) -> Principal:
+        if not header:
+            raise Unauthorized("missing Authorization header: send `Authorization: Bearer <token>`")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("the Authorization header must be `Bearer <token>`")
+        digest = sha256_hex(token)
+        # Compare against both role digests every time, so timing does not tell which matched.
+        is_admin = self._admin is not None and hmac.compare_digest(digest, self._admin)
+        is_ingest = self._ingest is not None and hmac.compare_digest(digest, self._ingest)
+        if is_admin:
+            return Principal(ADMIN)
+        if is_ingest:
+            return Principal(INGEST)
+        key = self._store.key_for_secret(token)
+        if key is not None:
+            return Principal(KEY, key)
+        raise Unauthorized("unknown token")
+
+
+def require(*roles: str) -> Callable[[Request], Principal]:
+    """A dependency admitting the given roles: 401 for no or unknown token, 403 for others."""
+
+    def dependency(request: Request) -> Principal:
+        principal = request.app.state.tokens.resolve(request.headers.get("authorization"))
+        if principal.role not in roles:
+            raise Forbidden(f"the {principal.role} role may not use {request.method} {request.url.path}")
+        return principal
+
+    return dependency

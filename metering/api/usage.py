@@ -1,0 +1,107 @@
+"""POST /v1/usage (ingest), GET /v1/usage (the per-key usage API), GET /v1/unpriced."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from metering.api.auth import ADMIN, INGEST, KEY, Principal, require
+from metering.errors import PayloadTooLarge
+from metering.ingest import MAX_BODY_BYTES, decode_body, is_ndjson, parse_items, summarize
+from metering.pricing import usd_string
+from metering.store import queries
+from metering.timewindows import cut, default_range, parse_bound, zone
+
+router = APIRouter(tags=["usage"])
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is {declared} bytes; at most {MAX_BODY_BYTES} bytes (10 MiB) per request")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes (10 MiB)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/v1/usage",
+    summary="Ingest usage records: one JSON object, a JSON array, or NDJSON",
+    responses={422: {"description": "some records were rejected; the others were stored"}},
+)
+async def post_usage(request: Request, _: Annotated[Principal, Depends(require(ADMIN, INGEST))]) -> JSONResponse:
+    store = request.app.state.store
+    body = await _read_body(request)
+    items = decode_body(body, ndjson=is_ndjson(request.headers.get("content-type")))
+    parsed = parse_items(items, now=store.clock())
+    outcomes = await asyncio.wrap_future(store.writer.submit_ingest(parsed.records)) if parsed.records else []
+    result = summarize(parsed, outcomes)
+    return JSONResponse(result, status_code=422 if result["rejected"] else 200)
+
+
+def _money(row_cost: int, row_list: int) -> dict[str, str]:
+    return {"cost": usd_string(row_cost), "list_cost": usd_string(row_list)}
+
+
+@router.get("/v1/usage", summary="Usage and cost per time bucket and group")
+def get_usage(
+    request: Request,
+    principal: Annotated[Principal, Depends(require(ADMIN, KEY))],
+    start: Annotated[str | None, Query(description="date (local midnight in tz) or RFC 3339 timestamp; inclusive")] = None,
+    end: Annotated[str | None, Query(description="date or timestamp; exclusive")] = None,
+    bucket: Annotated[str, Query(description="hour | day | month")] = "day",
+    group_by: Annotated[str | None, Query(description="comma list of model, endpoint, api_key_id, tag:NAME")] = None,
+    tz: Annotated[str, Query(description="IANA time zone of the buckets")] = "UTC",
+    api_key_id: Annotated[str | None, Query(description="admin only; a key always sees itself")] = None,
+) -> dict[str, Any]:
+    store = request.app.state.store
+    key_filter = principal.visible_key(api_key_id)
+    zone_info = zone(tz)
+    default_start, default_end = default_range(store.clock(), zone_info)
+    start_at = parse_bound(start, zone_info, "start") if start else default_start
+    end_at = parse_bound(end, zone_info, "end") if end else default_end
+    buckets = cut(start_at, end_at, bucket, zone_info)
+    groups = queries.GroupBy.parse(group_by)
+    with store.reading() as cur:
+        rows = queries.usage(cur, buckets=buckets, group_by=groups, api_key_id=key_filter)
+
+    results: list[list[dict[str, Any]]] = [[] for _ in buckets]
+    totals = dict.fromkeys(queries.COUNT_FIELDS, 0)
+    total_cost = total_list = 0
+    for row in rows:
+        results[row.bucket].append({**row.group, **row.counts, **_money(row.cost_pico, row.list_cost_pico)})
+        for name, value in row.counts.items():
+            totals[name] += value
+        total_cost += row.cost_pico
+        total_list += row.list_cost_pico
+    return {
+        "currency": "USD",
+        "tz": tz,
+        "bucket": bucket,
+        "group_by": list(groups.fields),
+        "buckets": [
+            {"start": b_start.astimezone(zone_info).isoformat(), "end": b_end.astimezone(zone_info).isoformat(),
+             "results": results[i]}
+            for i, (b_start, b_end) in enumerate(buckets)
+        ],
+        "totals": {**totals, **_money(total_cost, total_list)},
+    }
+
+
+@router.get("/v1/unpriced", summary="Models with usage the rate card does not price")
+def get_unpriced(request: Request, _: Annotated[Principal, Depends(require(ADMIN))]) -> dict[str, Any]:
+    with request.app.state.store.reading() as cur:
+        models = queries.unpriced(cur)
+    for entry in models:
+        entry["first_bucket"] = entry["first_bucket"].isoformat() + "Z"
+        entry["last_bucket"] = entry["last_bucket"].isoformat() + "Z"
+    return {"data": models, "total_requests": sum(m["requests"] for m in models)}
+
+

@@ -1,0 +1,92 @@
+"""Where CLI data commands act: on the database file, or through a running server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+
+from metering.errors import MeteringError
+from metering.ingest import BadLine, parse_items, summarize
+from metering.settings import Settings
+
+
+class LocalBackend:
+    """Opens the database file itself (fails clearly if a server holds it)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    @classmethod
+    def open(cls, settings: Settings) -> LocalBackend:
+        from metering.api.app import open_store
+
+        return cls(open_store(settings))
+
+    def ingest(self, items: list[Any]) -> dict[str, Any]:
+        parsed = parse_items(items, now=self.store.clock())
+        outcomes = self.store.writer.ingest(parsed.records) if parsed.records else []
+        return summarize(parsed, outcomes)
+
+    def add_key(self, body: dict[str, Any]) -> dict[str, Any]:
+        from pydantic import ValidationError
+
+        from metering.api.keys import KeyCreate, create_key
+
+        try:
+            request = KeyCreate(**body)
+        except ValidationError as exc:
+            raise MeteringError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        return create_key(self.store, request)
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return [key.as_json() for key in self.store]
+
+    def rates(self) -> dict[str, Any]:
+        from metering.api.rates import card_json
+
+        return card_json(self.store.card)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class RemoteBackend:
+    """Talks to a running server's HTTP API."""
+
+    def __init__(self, url: str, *, token: str | None, timeout: float = 120.0) -> None:
+        if not token:
+            raise MeteringError("--url needs a token: pass --token or set METERING_TOKEN or METERING_ADMIN_TOKEN")
+        self._client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout,
+                                    headers={"Authorization": f"Bearer {token}"})
+
+    def _call(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201), **kwargs: Any) -> Any:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise MeteringError(f"cannot reach {self._client.base_url}: {exc}") from None
+        if response.status_code not in ok:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:500]
+            raise MeteringError(f"server answered {response.status_code}: {message}")
+        return response.json()
+
+    def ingest(self, items: list[Any]) -> dict[str, Any]:
+        body = b"\n".join(item.raw if isinstance(item, BadLine) else orjson.dumps(item) for item in items)
+        return self._call("POST", "/v1/usage", ok=(200, 422), content=body,
+                          headers={"Content-Type": "application/x-ndjson"})
+
+    def add_key(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/keys", json=body)
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/keys")["data"]
+
+    def rates(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/rates")
+
+    def close(self) -> None:
+        self._client.close()

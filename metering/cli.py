@@ -1,0 +1,280 @@
+"""The `metering` command.
+
+Data commands (`import`, `keys`, `rates`) open the database file themselves, or, given
+--url (or METERING_URL), go through a running server's HTTP API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from metering.errors import MeteringError
+from metering.settings import Settings, SettingsError
+
+EXIT_USAGE = 2
+EXIT_REJECTED = 1
+
+
+def _fail(message: str) -> int:
+    print(f"metering: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        db_path=Path(args.db) if getattr(args, "db", None) else None,
+        url=getattr(args, "url", None),
+        client_token=getattr(args, "token", None),
+        rate_card_path=Path(args.rate_card) if getattr(args, "rate_card", None) else None,
+    )
+
+
+# --- serve -----------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from metering.api.app import create_app, open_store
+
+    try:
+        settings, generated = Settings.from_env(
+            db_path=Path(args.db) if args.db else None,
+            rate_card_path=Path(args.rate_card) if args.rate_card else None,
+            host=args.host, port=args.port, dev=args.dev,
+        ).for_serving()
+    except SettingsError as exc:
+        return _fail(str(exc))
+    try:
+        store = open_store(settings)
+    except MeteringError as exc:
+        return _fail(exc.message)
+    if generated:
+        print("Development tokens (shown once; set them in the environment to keep them):", flush=True)
+        for name, value in generated.items():
+            print(f"  {name}={value}", flush=True)
+    print(f"metering: serving {settings.db_path} on http://{settings.host}:{settings.port} "
+          f"(API docs at /docs)", flush=True)
+    try:
+        uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port,
+                    log_level=args.log_level, access_log=False)
+    finally:
+        store.close()
+    return 0
+
+
+# --- import ------------------------------------------------------------------------------------------
+
+
+def _read_items(path: Path, chunk: int) -> Iterator[list[Any]]:
+    """Yield chunks of raw records (dicts) from NDJSON, CSV or Parquet."""
+    import orjson
+
+    from metering.ingest import BadLine
+
+    suffix = path.suffix.lower()
+    if suffix in (".ndjson", ".jsonl", ".json"):
+        batch: list[Any] = []
+        with path.open("rb") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    batch.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    batch.append(BadLine(f"line {lineno}: not valid JSON: {exc}", line.rstrip(b"\r\n")))
+                if len(batch) >= chunk:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+        return
+    if suffix not in (".csv", ".parquet"):
+        raise MeteringError(f"{path}: unknown file type {suffix!r} (use .ndjson, .jsonl, .csv or .parquet)")
+    import polars as pl
+
+    frame = pl.read_csv(path, infer_schema_length=10_000) if suffix == ".csv" else pl.read_parquet(path)
+    for part in frame.iter_slices(chunk):
+        yield [_tabular_row(row) for row in part.iter_rows(named=True)]
+
+
+def _tabular_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSV/Parquet row -> a record dict: nulls mean absent, JSON text in tags/usage is decoded,
+    datetimes become RFC 3339 text (naive ones stay naive, and are rejected as such)."""
+    import datetime as dt
+
+    import orjson
+
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if value is None or value == "":
+            continue
+        if name in ("tags", "usage") and isinstance(value, str):
+            with contextlib.suppress(orjson.JSONDecodeError):  # left as text; validation names the field
+                value = orjson.loads(value)
+        elif isinstance(value, dt.datetime):
+            value = value.isoformat()
+        out[name] = value
+    return out
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from metering.ingest import MAX_RECORDS
+
+    settings = _settings(args)
+    paths = [Path(p) for p in args.files]
+    for path in paths:
+        if not path.is_file():
+            return _fail(f"{path}: no such file")
+    totals = {"accepted": 0, "duplicates": 0, "rejected": 0}
+    shown = 0
+    try:
+        backend = _backend(settings)
+    except MeteringError as exc:
+        return _fail(exc.message)
+    try:
+        with tqdm(unit=" records", desc="import", file=sys.stderr, disable=args.quiet) as bar:
+            for path in paths:
+                offset = 0
+                for items in _read_items(path, min(args.batch_size, MAX_RECORDS)):
+                    result = backend.ingest(items)
+                    for name in totals:
+                        totals[name] += result[name]
+                    for error in result["errors"]:
+                        if shown < args.show_errors:
+                            print(f"{path}: record {offset + error['index'] + 1}: {error['error']}", file=sys.stderr)
+                            shown += 1
+                    offset += len(items)
+                    bar.update(len(items))
+    except MeteringError as exc:
+        return _fail(exc.message)
+    finally:
+        backend.close()
+    print(f"accepted {totals['accepted']}, duplicates {totals['duplicates']}, rejected {totals['rejected']}")
+    return EXIT_REJECTED if totals["rejected"] else 0
+
+
+# --- keys and rates ------------------------------------------------------------------------------------
+
+
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    body = {"api_key_id": args.api_key_id, "account_id": args.account, "name": args.name, "secret": args.secret}
+    return _with_backend(args, lambda b: _print_json(b.add_key({k: v for k, v in body.items() if v is not None})))
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    def show(backend: Any) -> None:
+        keys = backend.list_keys()
+        print(f"{'api_key_id':<32} {'account_id':<24} name")
+        for key in keys:
+            print(f"{key['api_key_id']:<32} {key['account_id']:<24} {key.get('name') or ''}")
+
+    return _with_backend(args, show)
+
+
+def cmd_rates_list(args: argparse.Namespace) -> int:
+    def show(backend: Any) -> None:
+        card = backend.rates()
+        print("USD per 1M tokens (current / list); web search per 1,000 requests")
+        for model in card["models"]:
+            for v in model["versions"]:
+                parts = [f"{name} {v[name]['current']}/{v[name]['list']}"
+                         for name in ("input", "cached_input", "output", "cache_write", "thinking", "web_search")
+                         if v.get(name)]
+                print(f"{model['model']}  from {v['effective_from']}  " + ", ".join(parts))
+
+    return _with_backend(args, show)
+
+
+def _print_json(data: Any) -> None:
+    import json
+
+    print(json.dumps(data, indent=2))
+
+
+def _with_backend(args: argparse.Namespace, action: Any) -> int:
+    try:
+        backend = _backend(_settings(args))
+    except MeteringError as exc:
+        return _fail(exc.message)
+    try:
+        action(backend)
+    except MeteringError as exc:
+        return _fail(exc.message)
+    finally:
+        backend.close()
+    return 0
+
+
+def _backend(settings: Settings) -> Any:
+    from metering.backends import LocalBackend, RemoteBackend
+
+    if settings.url:
+        return RemoteBackend(settings.url, token=settings.client_token or settings.admin_token)
+    return LocalBackend.open(settings)
+
+
+# --- the parser --------------------------------------------------------------------------------------------
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="database file (default: METERING_DB or data/metering.duckdb)")
+    parser.add_argument("--url", help="go through a running server (default: METERING_URL)")
+    parser.add_argument("--token", help="bearer token for --url (default: METERING_TOKEN or METERING_ADMIN_TOKEN)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metering", description="Usage metering and cost analytics for LLM APIs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--db", help="database file (default: METERING_DB or data/metering.duckdb)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--dev", action="store_true", help="generate missing tokens and print them once")
+    serve.add_argument("--rate-card", help="rate card TOML (default: METERING_RATE_CARD or data/rate_card.toml)")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(func=cmd_serve)
+
+    imp = sub.add_parser("import", help="import usage records from NDJSON, CSV or Parquet files")
+    imp.add_argument("files", nargs="+", metavar="FILE")
+    _data_options(imp)
+    imp.add_argument("--rate-card", help="rate card TOML to seed a new database with")
+    imp.add_argument("--batch-size", type=int, default=10_000)
+    imp.add_argument("--show-errors", type=int, default=20, help="print at most this many rejected records")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.set_defaults(func=cmd_import)
+
+    keys = sub.add_parser("keys", help="register and list API keys").add_subparsers(dest="keys_command", required=True)
+    add = keys.add_parser("add", help="register a key; without --secret one is generated and printed once")
+    add.add_argument("api_key_id")
+    add.add_argument("--account", required=True, help="account the key belongs to")
+    add.add_argument("--name")
+    add.add_argument("--secret", help="the key's secret (stored only as a SHA-256 digest)")
+    _data_options(add)
+    add.set_defaults(func=cmd_keys_add)
+    lst = keys.add_parser("list", help="list registered keys")
+    _data_options(lst)
+    lst.set_defaults(func=cmd_keys_list)
+
+    rates = sub.add_parser("rates", help="the rate card").add_subparsers(dest="rates_command", required=True)
+    rlist = rates.add_parser("list", help="list models and their price versions")
+    _data_options(rlist)
+    rlist.set_defaults(func=cmd_rates_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Typed domain errors. The API maps each to one HTTP status and one error body."""
+
+from __future__ import annotations
+
+
+class MeteringError(Exception):
+    """Base class: `code` is machine-readable, the message is for people."""
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(MeteringError):
+    code = "bad_request"
+    status = 400
+
+
+class Unauthorized(MeteringError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(MeteringError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(MeteringError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(MeteringError):
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(MeteringError):
+    code = "payload_too_large"
+    status = 413
+
+
+class DatabaseLocked(MeteringError):
+    code = "database_locked"
+    status = 503
+
+
+class RateCardError(MeteringError):
+    """A malformed rate card or rate version; the message names file, model and field."""
+
+    code = "invalid_rate_card"
+    status = 422
+
+
+class RecordError(MeteringError):
+    """One usage record broke a rule; `field` names the field (dotted path for native usage)."""
+
+    code = "invalid_record"
+    status = 422
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field

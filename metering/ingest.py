@@ -1,0 +1,119 @@
+"""POST /v1/usage bodies -> validated records and per-record errors (no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from metering.errors import BadRequest, PayloadTooLarge, RecordError
+from metering.records import UsageRecord, parse_record
+from metering.store.writer import ACCEPTED, DUPLICATE, Outcome
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_RECORDS = 10_000
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """An NDJSON line that is not JSON: rejected at its index, the rest of the body goes on."""
+
+    message: str
+    raw: bytes = b""
+
+
+@dataclass
+class Parsed:
+    """The valid records of a body (with their positions) and the errors of the others."""
+
+    total: int
+    records: list[UsageRecord] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def is_ndjson(content_type: str | None) -> bool:
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media in NDJSON_TYPES
+
+
+def _error(index: int, request_id: Any, exc: RecordError | str) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "index": index,
+        "request_id": request_id if isinstance(request_id, str) else None,
+        "error": exc if isinstance(exc, str) else exc.message,
+    }
+    if isinstance(exc, RecordError) and exc.field:
+        entry["field"] = exc.field
+    return entry
+
+
+def decode_body(body: bytes, *, ndjson: bool) -> list[Any]:
+    """Body -> list of items; an NDJSON line that is not JSON stays as an error marker."""
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES} bytes (10 MiB) per request")
+    if ndjson:
+        items: list[Any] = []
+        for lineno, line in enumerate(body.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                items.append(BadLine(f"line {lineno}: not valid JSON: {exc}", line))
+        if not items:
+            raise BadRequest("the body holds no records")
+    else:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(
+                f"the body is not valid JSON ({exc}); send a record, an array of records, or NDJSON "
+                "with Content-Type: application/x-ndjson"
+            ) from None
+        if isinstance(data, dict):
+            items = [data]
+        elif isinstance(data, list):
+            items = data
+        else:
+            raise BadRequest("the body must be a JSON object (one record) or an array of records")
+    if len(items) > MAX_RECORDS:
+        raise PayloadTooLarge(f"the body holds {len(items)} records; at most {MAX_RECORDS} per request")
+    return items
+
+
+
+
+def parse_items(items: list[Any], *, now: datetime) -> Parsed:
+    parsed = Parsed(total=len(items))
+    for index, item in enumerate(items):
+        if isinstance(item, BadLine):
+            parsed.errors.append(_error(index, None, item.message))
+            continue
+        try:
+            record = parse_record(item, now=now)
+        except RecordError as exc:
+            request_id = item.get("request_id") if isinstance(item, dict) else None
+            parsed.errors.append(_error(index, request_id, exc))
+            continue
+        parsed.records.append(record)
+        parsed.positions.append(index)
+    return parsed
+
+
+def summarize(parsed: Parsed, outcomes: list[Outcome]) -> dict[str, Any]:
+    """The response body: counts, and the errors sorted by index."""
+    errors = list(parsed.errors)
+    accepted = duplicates = 0
+    for index, record, outcome in zip(parsed.positions, parsed.records, outcomes, strict=True):
+        if outcome.status == ACCEPTED:
+            accepted += 1
+        elif outcome.status == DUPLICATE:
+            duplicates += 1
+        else:
+            errors.append(_error(index, record.request_id, outcome.error or "rejected"))
+    errors.sort(key=lambda e: e["index"])
+    return {"accepted": accepted, "duplicates": duplicates, "rejected": len(errors), "errors": errors}

@@ -1,0 +1,79 @@
+"""The one Settings object: the only code that reads environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEFAULT_DB = Path("data/metering.duckdb")
+DEFAULT_RATE_CARD = Path(__file__).resolve().parent.parent / "data" / "rate_card.toml"
+MIN_TOKEN_LENGTH = 16
+
+ENVIRONMENT = {
+    "METERING_DB": "database file (default data/metering.duckdb)",
+    "METERING_ADMIN_TOKEN": "admin bearer token; required by `serve` unless --dev",
+    "METERING_INGEST_TOKEN": "ingest bearer token (POST /v1/usage only)",
+    "METERING_RATE_CARD": "rate card TOML seeded into the database at start (default data/rate_card.toml)",
+    "METERING_URL": "base URL of a running server; CLI data commands then go through its HTTP API",
+    "METERING_TOKEN": "bearer token the CLI sends with --url (default: the admin token)",
+}
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db_path: Path = DEFAULT_DB
+    rate_card_path: Path = DEFAULT_RATE_CARD
+    admin_token: str | None = None
+    ingest_token: str | None = None
+    url: str | None = None
+    client_token: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dev: bool = False
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, object] = {
+            "db_path": Path(env.get("METERING_DB") or DEFAULT_DB),
+            "rate_card_path": Path(env.get("METERING_RATE_CARD") or DEFAULT_RATE_CARD),
+            "admin_token": env.get("METERING_ADMIN_TOKEN") or None,
+            "ingest_token": env.get("METERING_INGEST_TOKEN") or None,
+            "url": env.get("METERING_URL") or None,
+            "client_token": env.get("METERING_TOKEN") or None,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def for_serving(self) -> tuple[Settings, dict[str, str]]:
+        """Validate for `serve`. In dev mode, generate missing tokens; return the generated ones."""
+        generated: dict[str, str] = {}
+        settings = self
+        if self.dev:
+            if not self.admin_token:
+                generated["METERING_ADMIN_TOKEN"] = "adm_" + secrets.token_urlsafe(24)
+            if not self.ingest_token:
+                generated["METERING_INGEST_TOKEN"] = "ing_" + secrets.token_urlsafe(24)
+            settings = replace(
+                self,
+                admin_token=self.admin_token or generated.get("METERING_ADMIN_TOKEN"),
+                ingest_token=self.ingest_token or generated.get("METERING_INGEST_TOKEN"),
+            )
+        if not settings.admin_token:
+            raise SettingsError(
+                "METERING_ADMIN_TOKEN is not set: refusing to serve without an admin token "
+                "(set it, or pass --dev to generate tokens for local use)"
+            )
+        for name, token in (("METERING_ADMIN_TOKEN", settings.admin_token),
+                            ("METERING_INGEST_TOKEN", settings.ingest_token)):
+            if token is not None and len(token) < MIN_TOKEN_LENGTH:
+                raise SettingsError(f"{name} is too short: use at least {MIN_TOKEN_LENGTH} characters")
+        if settings.ingest_token and settings.ingest_token == settings.admin_token:
+            raise SettingsError("METERING_INGEST_TOKEN must differ from METERING_ADMIN_TOKEN")
+        return settings, generated

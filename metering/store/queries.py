@@ -1,0 +1,149 @@
+"""Read queries over the ledger and its rollup. Column names come from allow-lists; values
+are bound parameters."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from metering.errors import BadRequest
+from metering.records import epoch_micros
+from metering.store.db import naive_utc
+from metering.timewindows import aligned
+
+ROLLUP_SECONDS = 15 * 60
+GROUP_FIELDS = ("model", "endpoint", "api_key_id")
+TAG_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+COUNT_FIELDS = (
+    "requests",
+    "input_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "thinking_tokens",
+    "web_search_requests",
+    "unpriced_requests",
+)
+
+_ROLLUP_MEASURES = """
+    sum(requests), sum(input_tokens), sum(cached_tokens), sum(cache_write_tokens),
+    sum(output_tokens), sum(thinking_tokens), sum(web_search_requests), sum(unpriced_requests),
+    sum(cost_pico), sum(list_cost_pico)"""
+_LEDGER_MEASURES = """
+    count(*), sum(input_tokens), sum(cached_tokens), sum(cache_write_tokens),
+    sum(output_tokens), coalesce(sum(thinking_tokens), 0), sum(web_search_requests),
+    count(*) FILTER (WHERE rate_version_id IS NULL),
+    coalesce(sum(cost_pico), 0), coalesce(sum(list_cost_pico), 0)"""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupBy:
+    fields: tuple[str, ...]  # output names: model, endpoint, api_key_id, tag:NAME
+
+    @classmethod
+    def parse(cls, text: str | None) -> GroupBy:
+        if not text:
+            return cls(())
+        fields: list[str] = []
+        for raw in text.split(","):
+            name = raw.strip()
+            if name in GROUP_FIELDS or (name.startswith("tag:") and TAG_NAME.match(name[4:])):
+                if name not in fields:
+                    fields.append(name)
+            else:
+                raise BadRequest(
+                    f"group_by: unknown field {name!r} (allowed: {', '.join(GROUP_FIELDS)}, tag:NAME "
+                    "with NAME of letters, digits and _.:-)"
+                )
+        return cls(tuple(fields))
+
+    @property
+    def needs_ledger(self) -> bool:
+        return any(f.startswith("tag:") for f in self.fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    bucket: int
+    group: dict[str, Any]
+    counts: dict[str, int]
+    cost_pico: int
+    list_cost_pico: int
+
+
+def usage(
+    cur: duckdb.DuckDBPyConnection,
+    *,
+    buckets: list[tuple[datetime, datetime]],
+    group_by: GroupBy,
+    api_key_id: str | None,
+) -> list[Row]:
+    """Sums per bucket and group. Uses the 15-minute rollup when every bucket boundary falls on
+    a rollup boundary and no tag is grouped; otherwise scans the ledger."""
+    boundaries = [b[0] for b in buckets] + [buckets[-1][1]]
+    use_rollup = not group_by.needs_ledger and aligned(boundaries, ROLLUP_SECONDS)
+    ts, source, measures = (
+        ("bucket_start", "usage_rollup", _ROLLUP_MEASURES) if use_rollup
+        else ("occurred_at", "ledger", _LEDGER_MEASURES)
+    )
+    params: dict[str, Any] = {"start": naive_utc(boundaries[0]), "end": naive_utc(boundaries[-1])}
+    selects = []
+    for i, name in enumerate(group_by.fields):
+        if name.startswith("tag:"):
+            params[f"tag{i}"] = name[4:]
+            selects.append(f"r.tags[$tag{i}] AS g{i}")
+        elif name == "endpoint" and use_rollup:
+            selects.append(f"nullif(r.endpoint, '') AS g{i}")
+        else:
+            selects.append(f"r.{name} AS g{i}")  # name is from GROUP_FIELDS
+    key_filter = ""
+    if api_key_id is not None:
+        key_filter = "AND r.api_key_id = $key"
+        params["key"] = api_key_id
+    table = pa.table({
+        "idx": pa.array(range(len(buckets)), pa.int32()),
+        "bucket_start": pa.array([epoch_micros(b[0]) for b in buckets], pa.int64()).cast(pa.timestamp("us")),
+    })
+    group_cols = "".join(f", g{i}" for i in range(len(group_by.fields)))
+    sql = f"""
+        SELECT b.idx{''.join(', ' + s for s in selects)}, {measures}
+        FROM {source} r ASOF JOIN usage_buckets b ON r.{ts} >= b.bucket_start
+        WHERE r.{ts} >= $start AND r.{ts} < $end {key_filter}
+        GROUP BY b.idx{group_cols}
+        ORDER BY b.idx{group_cols}
+    """  # noqa: S608 (identifiers from allow-lists; values bound)
+    cur.register("usage_buckets", table)
+    try:
+        rows = cur.execute(sql, params).fetchall()
+    finally:
+        cur.unregister("usage_buckets")
+    n = len(group_by.fields)
+    out = []
+    for row in rows:
+        counts = dict(zip(COUNT_FIELDS, (int(v or 0) for v in row[1 + n:1 + n + len(COUNT_FIELDS)]), strict=True))
+        out.append(Row(
+            bucket=row[0],
+            group=dict(zip(group_by.fields, row[1:1 + n], strict=True)),
+            counts=counts,
+            cost_pico=int(row[-2] or 0),
+            list_cost_pico=int(row[-1] or 0),
+        ))
+    return out
+
+
+def unpriced(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Models with unpriced usage, from the rollup."""
+    rows = cur.execute("""
+        SELECT model, sum(unpriced_requests), min(bucket_start), max(bucket_start)
+        FROM usage_rollup WHERE unpriced_requests > 0
+        GROUP BY model ORDER BY model
+    """).fetchall()
+    return [
+        {"model": model, "requests": int(n), "first_bucket": first, "last_bucket": last}
+        for model, n, first, last in rows
+    ]

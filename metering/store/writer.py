@@ -1,0 +1,294 @@
+"""The single writer: one thread owns every write, and groups concurrent ingest batches
+into one transaction (group commit), so a hundred concurrent single-record POSTs share one
+commit (one WAL fsync) instead of paying one each.
+
+A submitted batch's future resolves only after its transaction has committed: an
+acknowledged record is durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from metering.pricing import CostOverflow, price_record
+from metering.records import UsageRecord, epoch_micros
+
+if TYPE_CHECKING:
+    from metering.store.db import Store
+
+T = TypeVar("T")
+
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+MAX_GROUP_RECORDS = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: str  # accepted | duplicate | rejected
+    error: str | None = None
+
+
+@dataclass
+class _Ingest:
+    records: Sequence[UsageRecord]
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class _Call:
+    fn: Callable[[duckdb.DuckDBPyConnection], Any]
+    future: Future = field(default_factory=Future)
+
+
+_STOP = object()
+
+LEDGER_SCHEMA = pa.schema([
+    ("request_id", pa.string()),
+    ("occurred_at", pa.timestamp("us")),
+    ("received_at", pa.timestamp("us")),
+    ("api_key_id", pa.string()),
+    ("model", pa.string()),
+    ("endpoint", pa.string()),
+    ("input_tokens", pa.int32()),
+    ("cached_tokens", pa.int32()),
+    ("cache_write_tokens", pa.int32()),
+    ("output_tokens", pa.int32()),
+    ("thinking_tokens", pa.int32()),
+    ("web_search_requests", pa.int32()),
+    ("tags", pa.map_(pa.string(), pa.string())),
+    ("rate_version_id", pa.int32()),
+    ("cost_pico", pa.int64()),
+    ("list_cost_pico", pa.int64()),
+    ("fingerprint", pa.uint64()),
+])
+
+_INSERT_LEDGER = (
+    "INSERT OR IGNORE INTO ledger BY NAME SELECT * FROM ingest_batch RETURNING request_id"
+)
+_UPDATE_ROLLUP = """
+INSERT INTO usage_rollup
+SELECT time_bucket(INTERVAL 15 MINUTE, occurred_at) AS bucket_start,
+       api_key_id, model, coalesce(endpoint, '') AS endpoint,
+       count(*), sum(input_tokens), sum(cached_tokens), sum(cache_write_tokens),
+       sum(output_tokens), coalesce(sum(thinking_tokens), 0), sum(web_search_requests),
+       coalesce(sum(cost_pico), 0), coalesce(sum(list_cost_pico), 0),
+       count(*) FILTER (WHERE rate_version_id IS NULL)
+FROM rollup_batch
+GROUP BY ALL
+ON CONFLICT DO UPDATE SET
+    requests = requests + excluded.requests,
+    input_tokens = input_tokens + excluded.input_tokens,
+    cached_tokens = cached_tokens + excluded.cached_tokens,
+    cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    thinking_tokens = thinking_tokens + excluded.thinking_tokens,
+    web_search_requests = web_search_requests + excluded.web_search_requests,
+    cost_pico = cost_pico + excluded.cost_pico,
+    list_cost_pico = list_cost_pico + excluded.list_cost_pico,
+    unpriced_requests = unpriced_requests + excluded.unpriced_requests
+"""
+
+
+class Writer:
+    def __init__(self, store: Store, *, max_group_records: int = MAX_GROUP_RECORDS) -> None:
+        self._store = store
+        self._max_group = max_group_records
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._con = store.cursor()
+        self._held: Any = None
+        self.groups_committed = 0
+        self._thread = threading.Thread(target=self._run, name="metering-writer", daemon=True)
+        self._thread.start()
+
+    # --- public ----------------------------------------------------------------------------------
+    def submit_ingest(self, records: Sequence[UsageRecord]) -> Future:
+        """Queue records; the future resolves to one Outcome per record once committed."""
+        item = _Ingest(records)
+        self._queue.put(item)
+        return item.future
+
+    def ingest(self, records: Sequence[UsageRecord]) -> list[Outcome]:
+        return self.submit_ingest(records).result()
+
+    def call(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run fn(connection) in a transaction of its own on the writer thread."""
+        if threading.current_thread() is self._thread:
+            return fn(self._con)  # already inside a write
+        item = _Call(fn)
+        self._queue.put(item)
+        return item.future.result()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        self._con.close()
+
+    # --- the thread ----------------------------------------------------------------------------------
+    def _next(self) -> Any:
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
+        return self._queue.get()
+
+    def _run(self) -> None:
+        while True:
+            item = self._next()
+            if item is _STOP:
+                return
+            if isinstance(item, _Call):
+                self._transaction([item], lambda fn=item.fn: [fn(self._con)])
+                continue
+            group = [item]
+            size = len(item.records)
+            while size < self._max_group:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(more, _Ingest):
+                    self._held = more
+                    break
+                group.append(more)
+                size += len(more.records)
+            self._transaction(group, lambda g=group: self._ingest_group(g))
+            self.groups_committed += 1
+
+    def _transaction(self, items: list, work: Callable[[], list]) -> None:
+        try:
+            self._con.execute("BEGIN TRANSACTION")
+            results = work()
+            self._con.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(duckdb.Error):
+                self._con.execute("ROLLBACK")
+            for item in items:
+                item.future.set_exception(exc)
+            return
+        for item, result in zip(items, results, strict=True):
+            item.future.set_result(result)
+
+    # --- ingest -------------------------------------------------------------------------------------
+    def _ingest_group(self, group: list[_Ingest]) -> list[list[Outcome]]:
+        store = self._store
+        received_at = epoch_micros(store.clock())
+        flat = [record for item in group for record in item.records]
+        fingerprints = [record.fingerprint() for record in flat]
+        first: dict[str, int] = {}  # request_id -> position of its first occurrence in the group
+        candidates: list[int] = []
+        priced: dict[int, Any] = {}
+        overflow: dict[int, str] = {}
+        for pos, record in enumerate(flat):
+            if record.request_id in first:
+                continue
+            first[record.request_id] = pos
+            version = store.card.version_at(record.model, record.occurred_at)
+            if version is not None:
+                try:
+                    priced[pos] = price_record(record, version)
+                except CostOverflow as exc:
+                    overflow[pos] = str(exc)
+                    continue
+            candidates.append(pos)
+
+        inserted: set[str] = set()
+        if candidates:
+            batch = _ledger_table([flat[p] for p in candidates], [fingerprints[p] for p in candidates],
+                                  [priced.get(p) for p in candidates], received_at)
+            self._con.register("ingest_batch", batch)
+            try:
+                inserted = {row[0] for row in self._con.execute(_INSERT_LEDGER).fetchall()}
+            finally:
+                self._con.unregister("ingest_batch")
+            if inserted:
+                rollup = batch if len(inserted) == len(candidates) else batch.filter(
+                    pc.is_in(batch["request_id"], value_set=pa.array(list(inserted), pa.string()))
+                )
+                self._con.register("rollup_batch", rollup)
+                try:
+                    self._con.execute(_UPDATE_ROLLUP)
+                finally:
+                    self._con.unregister("rollup_batch")
+
+        # The fingerprint each request_id now has in the ledger, for those not inserted just now.
+        stored: dict[str, int] = {}
+        already = [flat[p].request_id for p in candidates if flat[p].request_id not in inserted]
+        for chunk_start in range(0, len(already), 1000):
+            chunk = already[chunk_start:chunk_start + 1000]
+            rows = self._con.execute(
+                "SELECT request_id, fingerprint FROM ledger WHERE request_id IN "  # noqa: S608 (placeholders only)
+                f"({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            stored.update(rows)
+        for rid in inserted:
+            stored[rid] = fingerprints[first[rid]]
+
+        outcomes: list[Outcome] = []
+        for pos, record in enumerate(flat):
+            rid = record.request_id
+            if first[rid] in overflow:
+                outcomes.append(Outcome("rejected", overflow[first[rid]]))
+            elif pos == first[rid] and rid in inserted:
+                outcomes.append(Outcome(ACCEPTED))
+            elif stored.get(rid) == fingerprints[pos]:
+                outcomes.append(Outcome(DUPLICATE))
+            else:
+                outcomes.append(Outcome(
+                    "rejected",
+                    f"request_id {rid!r}: conflict: a record with this request_id and different content "
+                    "is already stored",
+                ))
+        results, start = [], 0
+        for item in group:
+            results.append(outcomes[start:start + len(item.records)])
+            start += len(item.records)
+        return results
+
+
+def _ledger_table(records: list[UsageRecord], fingerprints: list[int], priced: list[Any],
+                  received_at: int) -> pa.Table:
+    n = len(records)
+    columns: dict[str, list] = {name: [] for name in LEDGER_SCHEMA.names}
+    for record, price in zip(records, priced, strict=True):
+        columns["request_id"].append(record.request_id)
+        columns["occurred_at"].append(epoch_micros(record.occurred_at))
+        columns["api_key_id"].append(record.api_key_id)
+        columns["model"].append(record.model)
+        columns["endpoint"].append(record.endpoint)
+        columns["input_tokens"].append(record.input_tokens)
+        columns["cached_tokens"].append(record.cached_tokens)
+        columns["cache_write_tokens"].append(record.cache_write_tokens)
+        columns["output_tokens"].append(record.output_tokens)
+        columns["thinking_tokens"].append(record.thinking_tokens)
+        columns["web_search_requests"].append(record.web_search_requests)
+        columns["tags"].append(list(record.tags.items()) if record.tags else None)
+        if price is None:
+            columns["rate_version_id"].append(None)
+            columns["cost_pico"].append(None)
+            columns["list_cost_pico"].append(None)
+        else:
+            columns["rate_version_id"].append(price.version_id)
+            columns["cost_pico"].append(price.cost.total)
+            columns["list_cost_pico"].append(price.list_cost.total)
+    columns["received_at"] = [received_at] * n
+    columns["fingerprint"] = fingerprints
+    arrays = []
+    for f in LEDGER_SCHEMA:
+        if pa.types.is_timestamp(f.type):
+            arrays.append(pa.array(columns[f.name], pa.int64()).cast(f.type))
+        else:
+            arrays.append(pa.array(columns[f.name], f.type))
+    return pa.Table.from_arrays(arrays, schema=LEDGER_SCHEMA)
+
