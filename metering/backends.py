@@ -41,7 +41,7 @@ class LocalBackend:
         return create_key(self.store, request)
 
     def list_keys(self) -> list[dict[str, Any]]:
-        return [key.as_json() for key in self.store]
+        return [key.as_json() for key in self.store.list_keys()]
 
     def rates(self) -> dict[str, Any]:
         from metering.api.rates import card_json

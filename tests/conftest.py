@@ -144,11 +144,12 @@ class Server:
         self.log = db.parent / f"server-{self.port}.log"
 
     def start(self, timeout: float = 30.0) -> Server:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "metering.cli", "serve", "--db", str(self.db), "--port", str(self.port),
-             "--log-level", "warning"],
-            env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-        )
+        with self.log.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "metering.cli", "serve", "--db", str(self.db), "--port", str(self.port),
+                 "--log-level", "warning"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -53,4 +53,4 @@ def post_key(request: Request, body: KeyCreate, _: Annotated[Principal, Depends(
 
 @router.get("/v1/keys", summary="List registered keys")
 def list_keys(request: Request, _: Annotated[Principal, Depends(require(ADMIN))]) -> dict[str, Any]:
-    return {"data": [key.as_json() for key in request.app.state.store]}
+    return {"data": [key.as_json() for key in request.app.state.store.list_keys()]}

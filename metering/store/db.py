@@ -233,7 +233,7 @@ class Store:
         self._keys_by_digest[key.secret_sha256] = key
         self._keys_by_id[key.api_key_id] = key
 
-    def keys(self) -> list[ApiKey]:
+    def list_keys(self) -> list[ApiKey]:
         return sorted(self._keys_by_id.values(), key=lambda k: k.api_key_id)
 
     def key(self, api_key_id: str) -> ApiKey | None:

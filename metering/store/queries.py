@@ -82,11 +82,12 @@ def usage(
     buckets: list[tuple[datetime, datetime]],
     group_by: GroupBy,
     api_key_id: str | None,
+    force_ledger: bool = False,
 ) -> list[Row]:
     """Sums per bucket and group. Uses the 15-minute rollup when every bucket boundary falls on
-    a rollup boundary and no tag is grouped; otherwise scans the ledger."""
+    a rollup boundary and no tag is grouped; otherwise (or with force_ledger) scans the ledger."""
     boundaries = [b[0] for b in buckets] + [buckets[-1][1]]
-    use_rollup = not group_by.needs_ledger and aligned(boundaries, ROLLUP_SECONDS)
+    use_rollup = not force_ledger and not group_by.needs_ledger and aligned(boundaries, ROLLUP_SECONDS)
     ts, source, measures = (
         ("bucket_start", "usage_rollup", _ROLLUP_MEASURES) if use_rollup
         else ("occurred_at", "ledger", _LEDGER_MEASURES)
