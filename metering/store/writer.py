@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metering.pricing import CostOverflow, price_record
+from metering.pricing import CostOverflow, total_pico, unit_prices
 from metering.records import UsageRecord, epoch_micros
 
 if TYPE_CHECKING:
@@ -187,16 +187,20 @@ class Writer:
         fingerprints = [record.fingerprint() for record in flat]
         first: dict[str, int] = {}  # request_id -> position of its first occurrence in the group
         candidates: list[int] = []
-        priced: dict[int, Any] = {}
+        priced: dict[int, tuple] = {}  # position -> (rate version id, cost, list cost)
         overflow: dict[int, str] = {}
+        units: dict[int, tuple] = {}  # rate version id -> (current, list) unit prices
         for pos, record in enumerate(flat):
             if record.request_id in first:
                 continue
             first[record.request_id] = pos
             version = store.card.version_at(record.model, record.occurred_at)
             if version is not None:
+                unit = units.get(version.id)  # type: ignore[arg-type]
+                if unit is None:
+                    unit = units[version.id] = (unit_prices(version, "current"), unit_prices(version, "list"))
                 try:
-                    priced[pos] = price_record(record, version)
+                    priced[pos] = (version.id, total_pico(record, unit[0]), total_pico(record, unit[1]))
                 except CostOverflow as exc:
                     overflow[pos] = str(exc)
                     continue
@@ -257,33 +261,30 @@ class Writer:
         return results
 
 
-def _ledger_table(records: list[UsageRecord], fingerprints: list[int], priced: list[Any],
+def _ledger_table(records: list[UsageRecord], fingerprints: list[int], priced: list[tuple | None],
                   received_at: int) -> pa.Table:
-    n = len(records)
-    columns: dict[str, list] = {name: [] for name in LEDGER_SCHEMA.names}
-    for record, price in zip(records, priced, strict=True):
-        columns["request_id"].append(record.request_id)
-        columns["occurred_at"].append(epoch_micros(record.occurred_at))
-        columns["api_key_id"].append(record.api_key_id)
-        columns["model"].append(record.model)
-        columns["endpoint"].append(record.endpoint)
-        columns["input_tokens"].append(record.input_tokens)
-        columns["cached_tokens"].append(record.cached_tokens)
-        columns["cache_write_tokens"].append(record.cache_write_tokens)
-        columns["output_tokens"].append(record.output_tokens)
-        columns["thinking_tokens"].append(record.thinking_tokens)
-        columns["web_search_requests"].append(record.web_search_requests)
-        columns["tags"].append(list(record.tags.items()) if record.tags else None)
-        if price is None:
-            columns["rate_version_id"].append(None)
-            columns["cost_pico"].append(None)
-            columns["list_cost_pico"].append(None)
-        else:
-            columns["rate_version_id"].append(price.version_id)
-            columns["cost_pico"].append(price.cost.total)
-            columns["list_cost_pico"].append(price.list_cost.total)
-    columns["received_at"] = [received_at] * n
-    columns["fingerprint"] = fingerprints
+    """Records and their prices (version id, cost, list cost) -> an Arrow table of ledger rows."""
+    unpriced = (None, None, None)
+    prices = [p or unpriced for p in priced]
+    columns: dict[str, list] = {
+        "request_id": [r.request_id for r in records],
+        "occurred_at": [epoch_micros(r.occurred_at) for r in records],
+        "received_at": [received_at] * len(records),
+        "api_key_id": [r.api_key_id for r in records],
+        "model": [r.model for r in records],
+        "endpoint": [r.endpoint for r in records],
+        "input_tokens": [r.input_tokens for r in records],
+        "cached_tokens": [r.cached_tokens for r in records],
+        "cache_write_tokens": [r.cache_write_tokens for r in records],
+        "output_tokens": [r.output_tokens for r in records],
+        "thinking_tokens": [r.thinking_tokens for r in records],
+        "web_search_requests": [r.web_search_requests for r in records],
+        "tags": [list(r.tags.items()) if r.tags else None for r in records],
+        "rate_version_id": [p[0] for p in prices],
+        "cost_pico": [p[1] for p in prices],
+        "list_cost_pico": [p[2] for p in prices],
+        "fingerprint": fingerprints,
+    }
     arrays = []
     for f in LEDGER_SCHEMA:
         if pa.types.is_timestamp(f.type):
@@ -291,4 +292,3 @@ def _ledger_table(records: list[UsageRecord], fingerprints: list[int], priced: l
         else:
             arrays.append(pa.array(columns[f.name], f.type))
     return pa.Table.from_arrays(arrays, schema=LEDGER_SCHEMA)
-

@@ -84,3 +84,19 @@ def test_usd_string_is_plain_without_exponent():
     assert usd_string(1) == "0.000000000001"
     assert usd_string(0) == "0"
     assert usd_string(10**15) == "1000"
+
+
+def test_fast_total_equals_the_breakdown_on_random_records():
+    import random
+
+    from metering.pricing import breakdown, total_pico, unit_prices
+    from tests.conftest import generate_records
+
+    v = version(cache_write=Price(Decimal("0.375"), Decimal("0.75")), thinking=Price(Decimal("0.9"), Decimal("1.8")),
+                web_search=Price(Decimal("10"), Decimal("25")))
+    rng = random.Random(4)
+    for raw in generate_records(2000, seed=rng.randrange(1000)):
+        rec = parse_record({**raw, "model": "m"}, now=NOW)
+        for basis in ("current", "list"):
+            unit = unit_prices(v, basis)
+            assert total_pico(rec, unit) == breakdown(rec, unit).total

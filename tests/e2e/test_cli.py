@@ -1,0 +1,144 @@
+"""The `metering` command: import (NDJSON, CSV, Parquet; to the file or via --url), keys, rates,
+serve's refusals, and clear messages for a locked database or a malformed rate card."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+
+from tests.conftest import ADMIN, generate_records, record
+
+pytestmark = pytest.mark.e2e
+
+
+def run(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "metering.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def write_ndjson(path: Path, records: list[dict]) -> Path:
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in records) + b"\n")
+    return path
+
+
+def tabular(records: list[dict]) -> pl.DataFrame:
+    rows = [{**r, "tags": orjson.dumps(r["tags"]).decode()} for r in records]
+    return pl.DataFrame(rows)
+
+
+def ledger_count(db: Path) -> int:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT count(*) FROM ledger").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_import_ndjson_csv_and_parquet_into_the_file_with_dedup(tmp_path):
+    db = tmp_path / "m.duckdb"
+    records = generate_records(3000, seed=5)
+    nd = write_ndjson(tmp_path / "a.ndjson", records[:1000])
+    tabular(records[1000:2000]).write_csv(tmp_path / "b.csv")
+    tabular(records[2000:]).write_parquet(tmp_path / "c.parquet")
+    r = run("import", str(nd), str(tmp_path / "b.csv"), str(tmp_path / "c.parquet"), "--db", str(db))
+    assert r.returncode == 0, r.stderr
+    assert "accepted 3000, duplicates 0, rejected 0" in r.stdout
+    assert "import" in r.stderr  # the progress bar
+    again = run("import", str(nd), "--db", str(db), "--quiet")
+    assert "accepted 0, duplicates 1000, rejected 0" in again.stdout
+    assert ledger_count(db) == 3000
+
+
+def test_import_reports_bad_lines_and_still_stores_the_good_ones(tmp_path):
+    db = tmp_path / "m.duckdb"
+    path = tmp_path / "bad.ndjson"
+    path.write_bytes(orjson.dumps(record("ok1")) + b"\n{oops\n" + orjson.dumps(record("neg", input_tokens=-3))
+                     + b"\n" + orjson.dumps(record("ok2")) + b"\n")
+    r = run("import", str(path), "--db", str(db), "--quiet")
+    assert r.returncode == 1
+    assert "accepted 2, duplicates 0, rejected 2" in r.stdout
+    assert "record 2: line 2: not valid JSON" in r.stderr
+    assert "record 3: input_tokens: must be a non-negative integer" in r.stderr
+    assert ledger_count(db) == 2
+
+
+def test_a_locked_database_gets_a_clear_message_and_url_goes_through_the_server(server_factory, tmp_path):
+    server = server_factory(tmp_path / "held.duckdb").start()
+    path = write_ndjson(tmp_path / "x.ndjson", generate_records(500, seed=9))
+    r = run("import", str(path), "--db", str(server.db), "--quiet")
+    assert r.returncode == 2
+    assert "in use by another process" in r.stderr and "--url" in r.stderr and "Traceback" not in r.stderr
+    r = run("import", str(path), "--url", server.url, "--quiet", env={"METERING_TOKEN": ADMIN})
+    assert r.returncode == 0 and "accepted 500" in r.stdout, r.stderr
+    r = run("keys", "add", "cli-key", "--account", "acme", "--url", server.url, env={"METERING_ADMIN_TOKEN": ADMIN})
+    assert r.returncode == 0 and orjson.loads(r.stdout)["secret"].startswith("sk_")
+    r = run("keys", "list", "--url", server.url, env={"METERING_ADMIN_TOKEN": ADMIN})
+    assert "cli-key" in r.stdout and "acme" in r.stdout
+    r = run("rates", "list", "--url", server.url, env={"METERING_ADMIN_TOKEN": ADMIN})
+    assert "minimax-m2-7" in r.stdout and "input 0.15/0.3" in r.stdout
+    server.stop()
+    assert ledger_count(server.db) == 500
+
+
+def test_keys_and_rates_on_the_file(tmp_path):
+    db = str(tmp_path / "k.duckdb")
+    r = run("keys", "add", "k1", "--account", "a1", "--secret", "sk_0123456789abcdef_cli", "--db", db)
+    assert r.returncode == 0 and "secret" not in orjson.loads(r.stdout)
+    r = run("keys", "add", "k1", "--account", "a1", "--db", db)
+    assert r.returncode == 2 and "already registered" in r.stderr
+    assert "k1" in run("keys", "list", "--db", db).stdout
+    assert "minimax-m2-7" in run("rates", "list", "--db", db).stdout
+
+
+def test_serve_refuses_without_an_admin_token(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METERING_")}
+    r = subprocess.run([sys.executable, "-m", "metering.cli", "serve", "--db", str(tmp_path / "s.duckdb")],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2 and "METERING_ADMIN_TOKEN" in r.stderr and "--dev" in r.stderr
+
+
+def test_a_malformed_rate_card_stops_start_up_naming_file_model_and_field(tmp_path):
+    card = tmp_path / "card.toml"
+    card.write_text('[[models.acme-1.versions]]\neffective_from = 2026-01-01T00:00:00Z\n'
+                    'input = { current = "0.1", list = "0.2" }\ncached_input = { current = "x", list = "0.1" }\n'
+                    'output = { current = "1", list = "2" }\n')
+    r = run("serve", "--db", str(tmp_path / "s.duckdb"), "--rate-card", str(card),
+            env={"METERING_ADMIN_TOKEN": ADMIN})
+    assert r.returncode == 2
+    assert str(card) in r.stderr and "'acme-1'" in r.stderr and "cached_input" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_editing_a_seeded_price_in_place_is_refused(tmp_path):
+    db = str(tmp_path / "e.duckdb")
+    assert run("rates", "list", "--db", db).returncode == 0  # seeds the shipped card
+    edited = tmp_path / "card.toml"
+    text = (Path(__file__).parents[2] / "data" / "rate_card.toml").read_text().replace('"0.15"', '"0.16"')
+    edited.write_text(text)
+    r = run("serve", "--db", db, "--rate-card", str(edited), env={"METERING_ADMIN_TOKEN": ADMIN})
+    assert r.returncode == 2 and "add a new version" in r.stderr
+
+
+def test_dev_mode_prints_generated_tokens_once(server_factory, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METERING_")}
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "metering.cli", "serve", "--dev", "--db", str(tmp_path / "d.duckdb"),
+                             "--port", str(port), "--log-level", "warning"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = [proc.stdout.readline() for _ in range(4)]
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    text = "".join(lines)
+    assert "METERING_ADMIN_TOKEN=adm_" in text and "METERING_INGEST_TOKEN=ing_" in text
