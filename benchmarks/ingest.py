@@ -1,0 +1,94 @@
+"""HTTP ingest throughput against the real server (`metering serve` in a subprocess), beside
+a do-nothing endpoint (GET /healthz) measured in the same run with the same load generator.
+Prints figures; asserts nothing.
+
+    .venv/bin/python -m benchmarks.ingest [--quick]
+
+The load generator is 4 processes x N threads, each thread with its own keep-alive
+connection, so that the client is not the bottleneck of a single event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import httpx
+import orjson
+
+from tests.conftest import INGEST, Server, generate_records
+
+PROCESSES = 4
+
+
+def _load(url: str, method: str, path: str, bodies: list[bytes], threads: int) -> list[float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def worker(mine: list[bytes]) -> None:
+        local = []
+        with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {INGEST}",
+                                                             "Content-Type": "application/json"}) as client:
+            for body in mine:
+                t0 = time.perf_counter()
+                r = client.request(method, path, content=body or None)
+                local.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+        with lock:
+            latencies.extend(local)
+
+    pool = [threading.Thread(target=worker, args=(bodies[i::threads],)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return latencies
+
+
+def run(url: str, method: str, path: str, bodies: list[bytes], clients: int) -> tuple[float, list[float]]:
+    per_process = max(1, clients // PROCESSES)
+    procs = min(PROCESSES, clients)
+    start = time.perf_counter()
+    with ProcessPoolExecutor(procs) as pool:
+        parts = list(pool.map(_load, [url] * procs, [method] * procs, [path] * procs,
+                              [bodies[i::procs] for i in range(procs)], [per_process] * procs))
+    return time.perf_counter() - start, [x for part in parts for x in part]
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    singles = 3_000 if args.quick else 30_000
+    batches = 20 if args.quick else 300
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(Path(tmp) / "bench.duckdb").start()
+        try:
+            records = generate_records(singles + batches * 1000, seed=99, prefix="bench")
+            single_bodies = [orjson.dumps(r) for r in records[:singles]]
+            batch_bodies = [orjson.dumps(records[singles + i * 1000: singles + (i + 1) * 1000]) for i in range(batches)]
+            ref_time, ref_lat = run(server.url, "GET", "/healthz", [b""] * singles, 64)
+            one_time, one_lat = run(server.url, "POST", "/v1/usage", single_bodies, 64)
+            batch_time, _ = run(server.url, "POST", "/v1/usage", batch_bodies, 4)
+        finally:
+            server.stop()
+    print("| scenario | figure | reference (same run) |")
+    print("|---|---|---|")
+    print(f"| single-record POSTs, 64 concurrent clients | {singles / one_time:,.0f} req/s, "
+          f"p50 {pct(one_lat, 50):.1f} ms, p99 {pct(one_lat, 99):.1f} ms | "
+          f"GET /healthz (does nothing): {singles / ref_time:,.0f} req/s, p99 {pct(ref_lat, 99):.1f} ms |")
+    print(f"| 1,000-record batches, 4 concurrent clients | {batches * 1000 / batch_time:,.0f} records/s | |")
+
+
+if __name__ == "__main__":
+    main()
