@@ -1,0 +1,52 @@
+"""The store: migrations recorded once, and the single writer's group commit."""
+
+from __future__ import annotations
+
+import threading
+
+from metering.records import parse_record
+from metering.store.db import Store, migrations
+from tests.conftest import NOW, record
+
+
+def test_migrations_are_recorded_and_applied_once(tmp_path):
+    path = tmp_path / "m.duckdb"
+    Store(path).close()
+    with Store(path) as again, again.reading() as cur:
+        rows = cur.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+    assert rows == [(v, name) for v, name, _ in migrations()]
+    assert rows[0] == (1, "001_initial.sql")
+
+
+def test_concurrent_batches_queued_during_a_write_share_one_transaction(store):
+    release = threading.Event()
+    started = threading.Event()
+
+    def hold(con):
+        started.set()
+        release.wait(30)
+
+    blocker = threading.Thread(target=store.writer.call, args=(hold,))
+    blocker.start()
+    started.wait(30)
+    before = store.writer.groups_committed
+    futures = [store.writer.submit_ingest([parse_record(record(f"g{i}"), now=NOW)]) for i in range(100)]
+    release.set()
+    outcomes = [f.result(30) for f in futures]
+    blocker.join()
+    assert all(o[0].status == "accepted" for o in outcomes)
+    assert store.writer.groups_committed - before == 1  # 100 requests, one commit
+
+
+def test_a_failed_transaction_fails_its_requests_and_stores_nothing(store):
+    def boom(con):
+        con.execute("INSERT INTO api_keys VALUES ('x', 'a', NULL, 'd', now()::TIMESTAMP)")
+        raise RuntimeError("boom")
+
+    import pytest
+
+    with pytest.raises(RuntimeError):
+        store.writer.call(boom)
+    with store.reading() as cur:
+        assert cur.execute("SELECT count(*) FROM api_keys").fetchone()[0] == 0
+    assert store.writer.ingest([parse_record(record("after"), now=NOW)])[0].status == "accepted"
