@@ -29,7 +29,7 @@ ROUTES = [
     ("GET", "/v1/usage?api_key_id=key-b", None, {"admin": 200, "key_b": 200}),
     ("GET", "/v1/keys", None, {"admin": 200}),
     ("POST", "/v1/keys", lambda: {"api_key_id": f"k-{next(_ids)}", "account_id": "a"}, {"admin": 201}),
-    ("GET", "/v1/rates", None, {"admin": 200, "key_a": 200, "key_b": 200}),
+    ("GET", "/v1/rates", None, {"admin": 200}),  # a key reads its own data, "nothing else"
     ("POST", "/v1/rates", new_rate, {"admin": 201}),
     ("GET", "/v1/unpriced", None, {"admin": 200}),
 ]
