@@ -105,6 +105,9 @@ class RateCard:
         i = bisect.bisect_right(versions, at, key=lambda v: v.effective_from)
         return versions[i - 1] if i else None
 
+    def version_by_id(self, version_id: int) -> RateVersion | None:
+        return next((v for vs in self.versions.values() for v in vs if v.id == version_id), None)
+
     def all_versions(self) -> list[RateVersion]:
         return [v for model in sorted(self.versions) for v in self.versions[model]]
 

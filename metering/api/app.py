@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from metering import __version__
-from metering.api import errors, keys, rates, usage
+from metering.api import errors, keys, rates, records, usage
 from metering.api.auth import TokenCheck
 from metering.ratecard import load_rate_card
 from metering.settings import Settings
@@ -56,6 +56,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(usage.router)
+    app.include_router(records.router)
     app.include_router(keys.router)
     app.include_router(rates.router)
     return app

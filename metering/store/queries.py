@@ -148,3 +148,17 @@ def unpriced(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         {"model": model, "requests": int(n), "first_bucket": first, "last_bucket": last}
         for model, n, first, last in rows
     ]
+
+
+def record(cur: duckdb.DuckDBPyConnection, request_id: str) -> dict[str, Any] | None:
+    """One ledger row by request_id (a primary-key lookup)."""
+    cur.execute(
+        "SELECT request_id, occurred_at, api_key_id, model, endpoint, input_tokens, cached_tokens, "
+        "cache_write_tokens, output_tokens, thinking_tokens, web_search_requests, tags, rate_version_id, "
+        "received_at FROM ledger WHERE request_id = ?",
+        [request_id],
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in cur.description], row, strict=True))

@@ -32,6 +32,7 @@ ROUTES = [
     ("GET", "/v1/rates", None, {"admin": 200}),  # a key reads its own data, "nothing else"
     ("POST", "/v1/rates", new_rate, {"admin": 201}),
     ("GET", "/v1/unpriced", None, {"admin": 200}),
+    ("GET", "/v1/records/seed-a", None, {"admin": 200, "key_a": 200}),
 ]
 CASES = [(m, p, b, role, expected.get(role, 401 if role in ("none", "wrong") else 403))
          for m, p, b, expected in ROUTES for role in TOKENS]
@@ -40,6 +41,7 @@ CASES = [(m, p, b, role, expected.get(role, 401 if role in ("none", "wrong") els
 @pytest.mark.parametrize(("method", "path", "body", "role", "status"), CASES,
                          ids=[f"{c[0]} {c[1]} as {c[3]}" for c in CASES])
 def test_route_and_role(client, two_keys, method, path, body, role, status):
+    client.post("/v1/usage", json=record("seed-a", api_key_id="key-a"), headers=auth(INGEST))
     headers = auth(TOKENS[role]) if TOKENS[role] else {}
     r = client.request(method, path, json=body() if body else None, headers=headers)
     assert r.status_code == status, r.text

@@ -52,3 +52,28 @@ def test_an_invalid_version_names_the_field(client):
     assert "decimal string" in r.json()["error"]["message"]
     r = client.post("/v1/rates", json={k: v for k, v in NEW.items() if k != "model"}, headers=auth(ADMIN))
     assert r.status_code == 422 and "model" in r.json()["error"]["message"]
+
+
+def test_a_record_shows_its_version_and_cost_per_token_class(client, two_keys):
+    from tests.conftest import SECRET_A, SECRET_B
+
+    native = {"request_id": "w1", "occurred_at": "2026-11-25T10:00:00Z", "api_key_id": "key-a", "model": MODEL,
+              "endpoint": "chat.completions",
+              "usage": {"prompt_tokens": 2006, "completion_tokens": 300, "prompt_tokens_details": {"cached_tokens": 1920},
+                        "completion_tokens_details": {"reasoning_tokens": 200}}}
+    client.post("/v1/usage", json=native, headers=auth(INGEST))
+    body = client.get("/v1/records/w1", headers=auth(SECRET_A)).json()
+    assert body["rate_version"]["id"] == 1
+    assert body["cost"] == {"uncached_input": "0.0000129", "cached_input": "0.0000576", "cache_write": "0",
+                            "output": "0.00018", "thinking": "0.00012", "web_search": "0", "total": "0.0002505"}
+    assert body["list_cost"]["total"] == "0.000501"
+    assert body["record"]["input_tokens"] == 2006 and body["record"]["thinking_tokens"] == 200
+    assert client.get("/v1/records/w1", headers=auth(SECRET_B)).status_code == 403
+    assert client.get("/v1/records/w1", headers=auth(INGEST)).status_code == 403
+    assert client.get("/v1/records/nope", headers=auth(ADMIN)).status_code == 404
+
+
+def test_an_unpriced_record_has_no_cost(client):
+    client.post("/v1/usage", json=record("u", model="mystery"), headers=auth(INGEST))
+    body = client.get("/v1/records/u", headers=auth(ADMIN)).json()
+    assert body["cost"] is None and body["rate_version"] is None and body["record"]["model"] == "mystery"
