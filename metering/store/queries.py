@@ -17,7 +17,8 @@ from metering.store.db import naive_utc
 from metering.timewindows import aligned
 
 ROLLUP_SECONDS = 15 * 60
-GROUP_FIELDS = ("model", "endpoint", "api_key_id")
+GROUP_FIELDS = ("model", "endpoint", "api_key_id", "account_id")
+UNASSIGNED = "unassigned"  # the account of keys that are not registered
 TAG_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 COUNT_FIELDS = (
     "requests",
@@ -76,16 +77,20 @@ class Row:
     list_cost_pico: int
 
 
-def usage(
-    cur: duckdb.DuckDBPyConnection,
-    *,
-    buckets: list[tuple[datetime, datetime]],
-    group_by: GroupBy,
-    api_key_id: str | None,
-    force_ledger: bool = False,
-) -> list[Row]:
-    """Sums per bucket and group. Uses the 15-minute rollup when every bucket boundary falls on
-    a rollup boundary and no tag is grouped; otherwise (or with force_ledger) scans the ledger."""
+def bucket_table(buckets: list[tuple[datetime, datetime]]) -> pa.Table:
+    return pa.table({
+        "idx": pa.array(range(len(buckets)), pa.int32()),
+        "bucket_start": pa.array([epoch_micros(b[0]) for b in buckets], pa.int64()).cast(pa.timestamp("us")),
+    })
+
+
+def _usage_sql(
+    buckets: list[tuple[datetime, datetime]], group_by: GroupBy, api_key_id: str | None, account_id: str | None,
+    force_ledger: bool,
+) -> tuple[str, dict[str, Any]]:
+    """SQL summing usage per bucket (`idx`) and group (`g0`, `g1`, ...) over the registered
+    `usage_buckets` table. Uses the 15-minute rollup when every bucket boundary falls on a rollup
+    boundary and no tag is grouped; otherwise (or with force_ledger) scans the ledger."""
     boundaries = [b[0] for b in buckets] + [buckets[-1][1]]
     use_rollup = not force_ledger and not group_by.needs_ledger and aligned(boundaries, ROLLUP_SECONDS)
     ts, source, measures = (
@@ -100,25 +105,42 @@ def usage(
             selects.append(f"r.tags[$tag{i}] AS g{i}")
         elif name == "endpoint" and use_rollup:
             selects.append(f"nullif(r.endpoint, '') AS g{i}")
+        elif name == "account_id":
+            selects.append(f"coalesce(k.account_id, '{UNASSIGNED}') AS g{i}")
         else:
             selects.append(f"r.{name} AS g{i}")  # name is from GROUP_FIELDS
-    key_filter = ""
+    filters = ""
     if api_key_id is not None:
-        key_filter = "AND r.api_key_id = $key"
+        filters += " AND r.api_key_id = $key"
         params["key"] = api_key_id
-    table = pa.table({
-        "idx": pa.array(range(len(buckets)), pa.int32()),
-        "bucket_start": pa.array([epoch_micros(b[0]) for b in buckets], pa.int64()).cast(pa.timestamp("us")),
-    })
+    if account_id is not None:
+        filters += f" AND coalesce(k.account_id, '{UNASSIGNED}') = $account"
+        params["account"] = account_id
     group_cols = "".join(f", g{i}" for i in range(len(group_by.fields)))
     sql = f"""
         SELECT b.idx{''.join(', ' + s for s in selects)}, {measures}
-        FROM {source} r ASOF JOIN usage_buckets b ON r.{ts} >= b.bucket_start
-        WHERE r.{ts} >= $start AND r.{ts} < $end {key_filter}
+        FROM {source} r
+        LEFT JOIN api_keys k ON k.api_key_id = r.api_key_id
+        ASOF JOIN usage_buckets b ON r.{ts} >= b.bucket_start
+        WHERE r.{ts} >= $start AND r.{ts} < $end {filters}
         GROUP BY b.idx{group_cols}
         ORDER BY b.idx{group_cols}
     """  # noqa: S608 (identifiers from allow-lists; values bound)
-    cur.register("usage_buckets", table)
+    return sql, params
+
+
+def usage(
+    cur: duckdb.DuckDBPyConnection,
+    *,
+    buckets: list[tuple[datetime, datetime]],
+    group_by: GroupBy,
+    api_key_id: str | None,
+    account_id: str | None = None,
+    force_ledger: bool = False,
+) -> list[Row]:
+    """Sums per bucket and group, as Python rows (for the JSON API)."""
+    sql, params = _usage_sql(buckets, group_by, api_key_id, account_id, force_ledger)
+    cur.register("usage_buckets", bucket_table(buckets))
     try:
         rows = cur.execute(sql, params).fetchall()
     finally:
@@ -135,6 +157,34 @@ def usage(
             list_cost_pico=int(row[-1] or 0),
         ))
     return out
+
+
+def usage_arrow(
+    cur: duckdb.DuckDBPyConnection,
+    *,
+    buckets: list[tuple[datetime, datetime]],
+    group_by: GroupBy,
+    api_key_id: str | None = None,
+    account_id: str | None = None,
+) -> pa.Table:
+    """The same sums as an Arrow table: `bucket`, the group fields by name, the counts, and
+    `cost` / `list_cost` as DECIMAL(38, 12) USD (exact)."""
+    sql, params = _usage_sql(buckets, group_by, api_key_id, account_id, False)
+    names = [f"g{i}" for i in range(len(group_by.fields))]
+    renamed = ", ".join(f'{g} AS "{field}"' for g, field in zip(names, group_by.fields, strict=True))
+    wrapped = f"""
+        SELECT idx AS bucket{', ' + renamed if renamed else ''},
+               {', '.join(f'm{i} AS {name}' for i, name in enumerate(COUNT_FIELDS))},
+               m_cost::DECIMAL(38, 0) * 0.000000000001 AS cost,
+               m_list::DECIMAL(38, 0) * 0.000000000001 AS list_cost
+        FROM ({sql}) AS q(idx{''.join(', ' + g for g in names)},
+                         {', '.join(f'm{i}' for i in range(len(COUNT_FIELDS)))}, m_cost, m_list)
+    """  # noqa: S608 (identifiers from allow-lists; values bound)
+    cur.register("usage_buckets", bucket_table(buckets))
+    try:
+        return cur.sql(wrapped, params=params).to_arrow_table()
+    finally:
+        cur.unregister("usage_buckets")
 
 
 def unpriced(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
