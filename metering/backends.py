@@ -48,6 +48,28 @@ class LocalBackend:
 
         return card_json(self.store.card)
 
+    def report(self, kind: str, params: dict[str, Any]) -> bytes:
+        from metering import reports
+
+        fmt = params.pop("format")
+        allowed = {"daily": reports.DAILY_FORMATS, "statement": reports.STATEMENT_FORMATS, "focus": reports.FOCUS_FORMATS}
+        reports.check_format(fmt, allowed[kind])
+        if kind == "daily":
+            window = reports.default_window(self.store.clock(), params.get("tz") or "UTC")
+            params["start"] = params.get("start") or window[0]
+            params["end"] = params.get("end") or window[1]
+            doc = reports.daily_report(self.store, **params)
+        elif kind == "statement":
+            doc = reports.statement(self.store, **params)
+        else:
+            doc = reports.focus_export(self.store, **params)
+        return reports.render(doc, fmt)
+
+    def reprice(self, body: dict[str, Any]) -> dict[str, Any]:
+        from metering.service import reprice
+
+        return reprice(self.store, **body)
+
     def close(self) -> None:
         self.store.close()
 
@@ -67,12 +89,16 @@ class RemoteBackend:
         except httpx.HTTPError as exc:
             raise MeteringError(f"cannot reach {self._client.base_url}: {exc}") from None
         if response.status_code not in ok:
-            try:
-                message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = response.text[:500]
-            raise MeteringError(f"server answered {response.status_code}: {message}")
+            self._raise(response)
         return response.json()
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:500]
+        raise MeteringError(f"server answered {response.status_code}: {message}")
 
     def ingest(self, items: list[Any]) -> dict[str, Any]:
         body = b"\n".join(item.raw if isinstance(item, BadLine) else orjson.dumps(item) for item in items)
@@ -87,6 +113,18 @@ class RemoteBackend:
 
     def rates(self) -> dict[str, Any]:
         return self._call("GET", "/v1/rates")
+
+    def report(self, kind: str, params: dict[str, Any]) -> bytes:
+        try:
+            response = self._client.get(f"/v1/reports/{kind}", params={k: v for k, v in params.items() if v})
+        except httpx.HTTPError as exc:
+            raise MeteringError(f"cannot reach {self._client.base_url}: {exc}") from None
+        if response.status_code != 200:
+            self._raise(response)
+        return response.content
+
+    def reprice(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/reprice", json=body)
 
     def close(self) -> None:
         self._client.close()

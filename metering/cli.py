@@ -193,6 +193,57 @@ def cmd_rates_list(args: argparse.Namespace) -> int:
     return _with_backend(args, show)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"format": args.format}
+    if args.kind == "daily":
+        params.update(start=args.start, end=args.end, tz=args.tz, group_by=args.group_by)
+    elif args.kind == "statement":
+        if not args.account or not args.month:
+            return _fail("report statement needs --account and --month")
+        params.update(account=args.account, month=args.month, tz=args.tz)
+    else:
+        if not args.start or not args.end:
+            return _fail("report focus needs --start and --end")
+        params.update(start=args.start, end=args.end)
+
+    def write(backend: Any) -> None:
+        body = backend.report(args.kind, params)
+        if args.output:
+            Path(args.output).write_bytes(body)
+            print(f"wrote {args.output} ({len(body):,} bytes)", file=sys.stderr)
+        else:
+            sys.stdout.buffer.write(body)
+            if args.format == "json":
+                sys.stdout.buffer.write(b"\n")
+
+    if args.format in ("parquet", "xlsx") and not args.output:
+        return _fail(f"--format {args.format} is binary: give --output FILE")
+    return _with_backend(args, write)
+
+
+def cmd_reprice(args: argparse.Namespace) -> int:
+    body = {"start": args.start, "end": args.end, "tz": args.tz, "dry_run": args.dry_run}
+
+    def show(backend: Any) -> None:
+        result = backend.reprice(body)
+        t = result["totals"]
+        verb = "would change" if result["dry_run"] else "changed"
+        print(f"{'dry run: ' if result['dry_run'] else ''}{verb} {t['changed']} of {t['records']} records in "
+              f"[{result['start']}, {result['end']})")
+        print(f"{'api_key_id':<24} {'model':<24} {'changed':>8} {'cost before':>16} {'cost after':>16} {'delta':>16}")
+        for c in result["changes"]:
+            if c["changed"]:
+                print(f"{c['api_key_id']:<24} {c['model']:<24} {c['changed']:>8} {c['cost_before']:>16} "
+                      f"{c['cost_after']:>16} {c['cost_delta']:>16}")
+        print(f"total: cost {t['cost_before']} -> {t['cost_after']} (delta {t['cost_delta']}), list "
+              f"{t['list_cost_before']} -> {t['list_cost_after']}, unpriced {t['unpriced_before']} -> "
+              f"{t['unpriced_after']}")
+        if not result["dry_run"]:
+            print(f"audit entry {result['run_id']}")
+
+    return _with_backend(args, show)
+
+
 def _print_json(data: Any) -> None:
     import json
 
@@ -263,6 +314,27 @@ def build_parser() -> argparse.ArgumentParser:
     lst = keys.add_parser("list", help="list registered keys")
     _data_options(lst)
     lst.set_defaults(func=cmd_keys_list)
+
+    report = sub.add_parser("report", help="finance reports: daily, statement, focus")
+    report.add_argument("kind", choices=["daily", "statement", "focus"])
+    report.add_argument("--start", help="date, inclusive (daily: local; focus: UTC)")
+    report.add_argument("--end", help="date, exclusive")
+    report.add_argument("--tz", default="UTC", help="IANA time zone of days and months (daily, statement)")
+    report.add_argument("--group-by", default=None, help="daily: comma list of account_id, api_key_id, model, endpoint")
+    report.add_argument("--account", help="statement: the account")
+    report.add_argument("--month", help="statement: YYYY-MM")
+    report.add_argument("--format", default="csv", choices=["json", "csv", "parquet", "xlsx"])
+    report.add_argument("--output", "-o", help="file to write (default: standard output)")
+    _data_options(report)
+    report.set_defaults(func=cmd_report)
+
+    rep = sub.add_parser("reprice", help="re-rate a range with the current rate card")
+    rep.add_argument("--start", required=True, help="date or RFC 3339 timestamp, inclusive")
+    rep.add_argument("--end", required=True, help="date or RFC 3339 timestamp, exclusive")
+    rep.add_argument("--tz", default="UTC", help="time zone of dates given as --start/--end")
+    rep.add_argument("--dry-run", action="store_true", help="show the change per key and model; write nothing")
+    _data_options(rep)
+    rep.set_defaults(func=cmd_reprice)
 
     rates = sub.add_parser("rates", help="the rate card").add_subparsers(dest="rates_command", required=True)
     rlist = rates.add_parser("list", help="list models and their price versions")

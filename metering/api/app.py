@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from metering import __version__
-from metering.api import errors, keys, rates, records, usage
+from metering.api import errors, keys, rates, records, reports, usage
 from metering.api.auth import TokenCheck
 from metering.ratecard import load_rate_card
 from metering.settings import Settings
@@ -59,4 +59,5 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(records.router)
     app.include_router(keys.router)
     app.include_router(rates.router)
+    app.include_router(reports.router)
     return app

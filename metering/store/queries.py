@@ -174,7 +174,7 @@ def usage_arrow(
     renamed = ", ".join(f'{g} AS "{field}"' for g, field in zip(names, group_by.fields, strict=True))
     wrapped = f"""
         SELECT idx AS bucket{', ' + renamed if renamed else ''},
-               {', '.join(f'm{i} AS {name}' for i, name in enumerate(COUNT_FIELDS))},
+               {', '.join(f'm{i}::BIGINT AS {name}' for i, name in enumerate(COUNT_FIELDS))},
                m_cost::DECIMAL(38, 0) * 0.000000000001 AS cost,
                m_list::DECIMAL(38, 0) * 0.000000000001 AS list_cost
         FROM ({sql}) AS q(idx{''.join(', ' + g for g in names)},
@@ -212,3 +212,58 @@ def record(cur: duckdb.DuckDBPyConnection, request_id: str) -> dict[str, Any] | 
     if row is None:
         return None
     return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
+TOKEN_CLASSES = ("uncached_input", "cached_input", "cache_write", "output", "thinking", "web_search")
+
+
+def class_quantities_arrow(
+    cur: duckdb.DuckDBPyConnection,
+    *,
+    buckets: list[tuple[datetime, datetime]],
+    account_id: str | None = None,
+) -> pa.Table:
+    """Per bucket x account x key x model x rate version: the quantity of each billed class
+    (`output` here excludes thinking, so the classes partition what was billed) and the
+    stored cost and list cost in pico-dollars. From the ledger, which knows the version."""
+    params: dict[str, Any] = {"start": naive_utc(buckets[0][0]), "end": naive_utc(buckets[-1][1])}
+    account_filter = ""
+    if account_id is not None:
+        account_filter = f"AND coalesce(k.account_id, '{UNASSIGNED}') = $account"
+        params["account"] = account_id
+    sql = f"""
+        SELECT b.idx AS bucket,
+               coalesce(k.account_id, '{UNASSIGNED}') AS account_id,
+               any_value(k.name) AS key_name,
+               r.api_key_id, r.model, r.rate_version_id,
+               count(*) AS requests,
+               sum(r.input_tokens - r.cached_tokens - r.cache_write_tokens)::BIGINT AS uncached_input,
+               sum(r.cached_tokens)::BIGINT AS cached_input,
+               sum(r.cache_write_tokens)::BIGINT AS cache_write,
+               sum(r.output_tokens - coalesce(r.thinking_tokens, 0))::BIGINT AS output,
+               sum(coalesce(r.thinking_tokens, 0))::BIGINT AS thinking,
+               sum(r.web_search_requests)::BIGINT AS web_search,
+               coalesce(sum(r.cost_pico), 0)::DECIMAL(38, 0) AS cost_pico,
+               coalesce(sum(r.list_cost_pico), 0)::DECIMAL(38, 0) AS list_cost_pico
+        FROM ledger r
+        LEFT JOIN api_keys k ON k.api_key_id = r.api_key_id
+        ASOF JOIN usage_buckets b ON r.occurred_at >= b.bucket_start
+        WHERE r.occurred_at >= $start AND r.occurred_at < $end {account_filter}
+        GROUP BY ALL
+        ORDER BY ALL
+    """  # noqa: S608 (fixed identifiers; values bound)
+    cur.register("usage_buckets", bucket_table(buckets))
+    try:
+        return cur.sql(sql, params=params).to_arrow_table()
+    finally:
+        cur.unregister("usage_buckets")
+
+
+def ledger_totals(cur: duckdb.DuckDBPyConnection, *, start: datetime, end: datetime) -> tuple[int, int, int]:
+    """(records, cost pico, list cost pico) of the ledger in [start, end): the reference sums."""
+    n, cost, list_cost = cur.execute(
+        "SELECT count(*), coalesce(sum(cost_pico), 0), coalesce(sum(list_cost_pico), 0) FROM ledger "
+        "WHERE occurred_at >= ? AND occurred_at < ?",
+        [naive_utc(start), naive_utc(end)],
+    ).fetchone()
+    return int(n), int(cost), int(list_cost)
