@@ -142,3 +142,34 @@ def test_dev_mode_prints_generated_tokens_once(server_factory, tmp_path):
         proc.stdout.close()
     text = "".join(lines)
     assert "METERING_ADMIN_TOKEN=adm_" in text and "METERING_INGEST_TOKEN=ing_" in text
+
+
+def test_report_and_reprice_on_the_file_and_through_the_server(server_factory, tmp_path):
+    db = tmp_path / "r.duckdb"
+    path = write_ndjson(tmp_path / "r.ndjson", generate_records(2000, seed=3))
+    assert run("import", str(path), "--db", str(db), "--quiet").returncode == 0
+    r = run("report", "daily", "--start", "2026-11-01", "--end", "2026-11-26", "--tz", "Asia/Kolkata", "--db", str(db))
+    assert r.returncode == 0 and r.stdout.startswith("date,account_id,api_key_id,model,requests")
+    assert r.stdout.strip().splitlines()[-1].endswith(",total")
+    out = tmp_path / "daily.xlsx"
+    r = run("report", "daily", "--format", "xlsx", "--output", str(out), "--db", str(db))
+    assert r.returncode == 0 and out.read_bytes()[:2] == b"PK"
+    r = run("report", "statement", "--account", "unassigned", "--month", "2026-11", "--format", "json", "--db", str(db))
+    statement = orjson.loads(r.stdout)
+    assert statement["account_id"] == "unassigned" and statement["lines"]
+    r = run("report", "focus", "--start", "2026-11-01", "--end", "2026-11-26", "--format", "parquet", "--db", str(db))
+    assert r.returncode == 2 and "--output" in r.stderr
+    r = run("report", "statement", "--account", "x", "--month", "2026-11", "--format", "parquet", "-o",
+            str(tmp_path / "s.parquet"), "--db", str(db))
+    assert r.returncode == 2 and "format" in r.stderr
+
+    r = run("reprice", "--start", "2026-11-01", "--end", "2026-12-01", "--dry-run", "--db", str(db))
+    assert r.returncode == 0 and "dry run: would change 0 of 2000 records" in r.stdout
+
+    server = server_factory(db).start()
+    env = {"METERING_ADMIN_TOKEN": ADMIN}
+    r = run("report", "daily", "--start", "2026-11-01", "--end", "2026-11-26", "--tz", "Asia/Kolkata",
+            "--url", server.url, env=env)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1].endswith(",total")
+    r = run("reprice", "--start", "2026-11-01", "--end", "2026-12-01", "--url", server.url, env=env)
+    assert r.returncode == 0 and "changed 0 of 2000 records" in r.stdout and "audit entry 1" in r.stdout
