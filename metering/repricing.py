@@ -160,7 +160,7 @@ def apply(con: duckdb.DuckDBPyConnection, card: RateCard, *, start: datetime, en
     lo = _floor_15(start)
     hi = _floor_15(end) if _floor_15(end) == naive_utc(end) else _floor_15(end) + _FIFTEEN
     con.execute(_ROLLUP_REFRESH, {"lo": lo, "hi": hi})
-    (run_id,) = con.execute("SELECT coalesce(max(id), 0) + 1 FROM reprice_runs").fetchone()
+    (run_id,) = con.execute("SELECT coalesce(max(id), 0) + 1 FROM reprice_runs").fetchall()[0]
     con.execute(
         "INSERT INTO reprice_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [run_id, naive_utc(now), naive_utc(start), naive_utc(end), raw["records"], raw["changed"],

@@ -208,7 +208,7 @@ class Store:
                 f"model {version.model!r} already has a version effective from "
                 f"{version.effective_from.isoformat().replace('+00:00', 'Z')}"
             )
-        (next_id,) = con.execute("SELECT coalesce(max(id), 0) + 1 FROM rate_versions").fetchone()
+        (next_id,) = con.execute("SELECT coalesce(max(id), 0) + 1 FROM rate_versions").fetchall()[0]
         prices: list[Any] = []
         for name in ALL_PRICE_FIELDS:
             price = getattr(version, name)

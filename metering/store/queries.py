@@ -3,7 +3,9 @@ are bound parameters."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,15 +33,18 @@ COUNT_FIELDS = (
     "unpriced_requests",
 )
 
-_ROLLUP_MEASURES = """
-    sum(requests), sum(input_tokens), sum(cached_tokens), sum(cache_write_tokens),
-    sum(output_tokens), sum(thinking_tokens), sum(web_search_requests), sum(unpriced_requests),
-    sum(cost_pico), sum(list_cost_pico)"""
-_LEDGER_MEASURES = """
-    count(*), sum(input_tokens), sum(cached_tokens), sum(cache_write_tokens),
-    sum(output_tokens), coalesce(sum(thinking_tokens), 0), sum(web_search_requests),
-    count(*) FILTER (WHERE rate_version_id IS NULL),
-    coalesce(sum(cost_pico), 0), coalesce(sum(list_cost_pico), 0)"""
+# In the order of COUNT_FIELDS, then cost and list cost.
+_ROLLUP_MEASURES = (
+    "sum(requests)", "sum(input_tokens)", "sum(cached_tokens)", "sum(cache_write_tokens)",
+    "sum(output_tokens)", "sum(thinking_tokens)", "sum(web_search_requests)", "sum(unpriced_requests)",
+    "sum(cost_pico)", "sum(list_cost_pico)",
+)
+_LEDGER_MEASURES = (
+    "count(*)", "sum(input_tokens)", "sum(cached_tokens)", "sum(cache_write_tokens)",
+    "sum(output_tokens)", "coalesce(sum(thinking_tokens), 0)", "sum(web_search_requests)",
+    "count(*) FILTER (WHERE rate_version_id IS NULL)",
+    "coalesce(sum(cost_pico), 0)", "coalesce(sum(list_cost_pico), 0)",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,17 @@ class GroupBy:
         return any(f.startswith("tag:") for f in self.fields)
 
 
+@contextlib.contextmanager
+def _registered(cur: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> Iterator[None]:
+    for name, table in tables.items():
+        cur.register(name, table)
+    try:
+        yield
+    finally:
+        for name in tables:
+            cur.unregister(name)
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     bucket: int
@@ -84,49 +100,85 @@ def bucket_table(buckets: list[tuple[datetime, datetime]]) -> pa.Table:
     })
 
 
+MAX_SLOTS = 2_000_000
+
+
+def slot_table(buckets: list[tuple[datetime, datetime]]) -> pa.Table | None:
+    """Every 15-minute rollup slot of every bucket, so the rollup joins its bucket by equality.
+    None when the range is too long for that (the query then uses an as-of join)."""
+    step = ROLLUP_SECONDS * 1_000_000
+    first, last = epoch_micros(buckets[0][0]), epoch_micros(buckets[-1][1])
+    if (last - first) // step > MAX_SLOTS:
+        return None
+    slots: list[int] = []
+    idx: list[int] = []
+    for i, (b_start, b_end) in enumerate(buckets):
+        lo, hi = epoch_micros(b_start), epoch_micros(b_end)
+        slots.extend(range(lo, hi, step))
+        idx.extend([i] * ((hi - lo) // step))
+    return pa.table({"idx": pa.array(idx, pa.int32()),
+                     "slot": pa.array(slots, pa.int64()).cast(pa.timestamp("us"))})
+
+
 def _usage_sql(
     buckets: list[tuple[datetime, datetime]], group_by: GroupBy, api_key_id: str | None, account_id: str | None,
     force_ledger: bool,
-) -> tuple[str, dict[str, Any]]:
-    """SQL summing usage per bucket (`idx`) and group (`g0`, `g1`, ...) over the registered
-    `usage_buckets` table. Uses the 15-minute rollup when every bucket boundary falls on a rollup
-    boundary and no tag is grouped; otherwise (or with force_ledger) scans the ledger."""
+) -> tuple[str, dict[str, Any], dict[str, pa.Table]]:
+    """SQL summing usage per bucket (`idx`) and group (`g0`, `g1`, ...), and the tables it needs
+    registered. Uses the 15-minute rollup when every bucket boundary falls on a rollup boundary
+    and no tag is grouped; otherwise (or with force_ledger) scans the ledger. Sums per key first,
+    then joins the keys for accounts, so the join sees few rows."""
     boundaries = [b[0] for b in buckets] + [buckets[-1][1]]
     use_rollup = not force_ledger and not group_by.needs_ledger and aligned(boundaries, ROLLUP_SECONDS)
+    slots = slot_table(buckets) if use_rollup else None
     ts, source, measures = (
         ("bucket_start", "usage_rollup", _ROLLUP_MEASURES) if use_rollup
         else ("occurred_at", "ledger", _LEDGER_MEASURES)
     )
+    tables = {"usage_slots": slots} if slots is not None else {"usage_buckets": bucket_table(buckets)}
+    join = ("JOIN usage_slots b ON r.bucket_start = b.slot" if slots is not None
+            else f"ASOF JOIN usage_buckets b ON r.{ts} >= b.bucket_start")
     params: dict[str, Any] = {"start": naive_utc(boundaries[0]), "end": naive_utc(boundaries[-1])}
-    selects = []
+    inner, outer = [], []
     for i, name in enumerate(group_by.fields):
         if name.startswith("tag:"):
             params[f"tag{i}"] = name[4:]
-            selects.append(f"r.tags[$tag{i}] AS g{i}")
+            inner.append(f"r.tags[$tag{i}] AS g{i}")
         elif name == "endpoint" and use_rollup:
-            selects.append(f"nullif(r.endpoint, '') AS g{i}")
+            inner.append(f"nullif(r.endpoint, '') AS g{i}")
         elif name == "account_id":
-            selects.append(f"coalesce(k.account_id, '{UNASSIGNED}') AS g{i}")
+            outer.append(f"coalesce(k.account_id, '{UNASSIGNED}') AS g{i}")
+            continue
         else:
-            selects.append(f"r.{name} AS g{i}")  # name is from GROUP_FIELDS
+            inner.append(f"r.{name} AS g{i}")  # name is from GROUP_FIELDS
+        outer.append(f"q.g{i}")
     filters = ""
     if api_key_id is not None:
         filters += " AND r.api_key_id = $key"
         params["key"] = api_key_id
+    account_filter = ""
     if account_id is not None:
-        filters += f" AND coalesce(k.account_id, '{UNASSIGNED}') = $account"
+        account_filter = f"WHERE coalesce(k.account_id, '{UNASSIGNED}') = $account"
         params["account"] = account_id
+    n = len(measures)
+    inner_cols = "".join(f", {c}" for c in inner)
+    inner_groups = "".join(f", g{i}" for i, name in enumerate(group_by.fields) if name != "account_id")
     group_cols = "".join(f", g{i}" for i in range(len(group_by.fields)))
     sql = f"""
-        SELECT b.idx{''.join(', ' + s for s in selects)}, {measures}
-        FROM {source} r
-        LEFT JOIN api_keys k ON k.api_key_id = r.api_key_id
-        ASOF JOIN usage_buckets b ON r.{ts} >= b.bucket_start
-        WHERE r.{ts} >= $start AND r.{ts} < $end {filters}
-        GROUP BY b.idx{group_cols}
-        ORDER BY b.idx{group_cols}
+        SELECT q.idx{''.join(', ' + c for c in outer)}, {', '.join(f'sum(q.m{j})' for j in range(n))}
+        FROM (
+            SELECT b.idx, r.api_key_id AS key_id{inner_cols},
+                   {', '.join(f'{m} AS m{j}' for j, m in enumerate(measures))}
+            FROM {source} r {join}
+            WHERE r.{ts} >= $start AND r.{ts} < $end {filters}
+            GROUP BY b.idx, r.api_key_id{inner_groups}
+        ) q
+        LEFT JOIN api_keys k ON k.api_key_id = q.key_id
+        {account_filter}
+        GROUP BY q.idx{group_cols}
+        ORDER BY q.idx{group_cols}
     """  # noqa: S608 (identifiers from allow-lists; values bound)
-    return sql, params
+    return sql, params, tables
 
 
 def usage(
@@ -139,12 +191,9 @@ def usage(
     force_ledger: bool = False,
 ) -> list[Row]:
     """Sums per bucket and group, as Python rows (for the JSON API)."""
-    sql, params = _usage_sql(buckets, group_by, api_key_id, account_id, force_ledger)
-    cur.register("usage_buckets", bucket_table(buckets))
-    try:
+    sql, params, tables = _usage_sql(buckets, group_by, api_key_id, account_id, force_ledger)
+    with _registered(cur, tables):
         rows = cur.execute(sql, params).fetchall()
-    finally:
-        cur.unregister("usage_buckets")
     n = len(group_by.fields)
     out = []
     for row in rows:
@@ -169,7 +218,7 @@ def usage_arrow(
 ) -> pa.Table:
     """The same sums as an Arrow table: `bucket`, the group fields by name, the counts, and
     `cost` / `list_cost` as DECIMAL(38, 12) USD (exact)."""
-    sql, params = _usage_sql(buckets, group_by, api_key_id, account_id, False)
+    sql, params, tables = _usage_sql(buckets, group_by, api_key_id, account_id, False)
     names = [f"g{i}" for i in range(len(group_by.fields))]
     renamed = ", ".join(f'{g} AS "{field}"' for g, field in zip(names, group_by.fields, strict=True))
     wrapped = f"""
@@ -180,11 +229,8 @@ def usage_arrow(
         FROM ({sql}) AS q(idx{''.join(', ' + g for g in names)},
                          {', '.join(f'm{i}' for i in range(len(COUNT_FIELDS)))}, m_cost, m_list)
     """  # noqa: S608 (identifiers from allow-lists; values bound)
-    cur.register("usage_buckets", bucket_table(buckets))
-    try:
+    with _registered(cur, tables):
         return cur.sql(wrapped, params=params).to_arrow_table()
-    finally:
-        cur.unregister("usage_buckets")
 
 
 def unpriced(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -208,10 +254,10 @@ def record(cur: duckdb.DuckDBPyConnection, request_id: str) -> dict[str, Any] | 
         "received_at FROM ledger WHERE request_id = ?",
         [request_id],
     )
-    row = cur.fetchone()
-    if row is None:
+    rows = cur.fetchall()  # fetch to the end: DuckDB keeps a half-read result open
+    if not rows:
         return None
-    return dict(zip([d[0] for d in cur.description], row, strict=True))
+    return dict(zip([d[0] for d in cur.description], rows[0], strict=True))
 
 
 TOKEN_CLASSES = ("uncached_input", "cached_input", "cache_write", "output", "thinking", "web_search")
@@ -252,11 +298,8 @@ def class_quantities_arrow(
         GROUP BY ALL
         ORDER BY ALL
     """  # noqa: S608 (fixed identifiers; values bound)
-    cur.register("usage_buckets", bucket_table(buckets))
-    try:
+    with _registered(cur, {"usage_buckets": bucket_table(buckets)}):
         return cur.sql(sql, params=params).to_arrow_table()
-    finally:
-        cur.unregister("usage_buckets")
 
 
 def ledger_totals(cur: duckdb.DuckDBPyConnection, *, start: datetime, end: datetime) -> tuple[int, int, int]:
@@ -265,5 +308,5 @@ def ledger_totals(cur: duckdb.DuckDBPyConnection, *, start: datetime, end: datet
         "SELECT count(*), coalesce(sum(cost_pico), 0), coalesce(sum(list_cost_pico), 0) FROM ledger "
         "WHERE occurred_at >= ? AND occurred_at < ?",
         [naive_utc(start), naive_utc(end)],
-    ).fetchone()
+    ).fetchall()[0]
     return int(n), int(cost), int(list_cost)

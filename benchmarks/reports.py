@@ -1,0 +1,98 @@
+"""The daily cost report over a large ledger, beside one hand-written DuckDB GROUP BY over the
+raw ledger measured in the same run. Prints figures; asserts nothing.
+
+    .venv/bin/python -m benchmarks.reports [--rows 10000000] [--quick]
+
+The ledger is generated inside DuckDB (seeded): Zipf-like keys, three models, long-tailed token
+counts, cache hits and thinking, 30 days. The rollup is built from it by the writer's own SQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from metering import reports
+from metering.ratecard import load_rate_card
+from metering.settings import DEFAULT_RATE_CARD
+from metering.store.db import Store
+from metering.store.writer import _UPDATE_ROLLUP
+
+FILL = """
+INSERT INTO ledger
+SELECT 'req-' || i,
+       TIMESTAMP '2026-10-01' + to_microseconds((hash(i, 1) % 2592000000000)::BIGINT),
+       TIMESTAMP '2026-11-01',
+       'key-' || floor(pow((hash(i, 2) % 1000000) / 1000000.0, 3) * 200)::INT,
+       ['minimax-m2-7', 'minimax-m2-7', 'model-b'][1 + (hash(i, 3) % 3)::INT],
+       ['chat.completions', 'responses', 'messages'][1 + (hash(i, 4) % 3)::INT],
+       inp, cached, 0, outp, think, 0, NULL,
+       1, inp::BIGINT * 150000 + outp::BIGINT * 600000, inp::BIGINT * 300000 + outp::BIGINT * 1200000, hash(i)
+FROM (
+    SELECT i,
+           floor(exp((hash(i, 5) % 1000) / 1000.0 * 9))::INT AS inp,
+           floor(exp((hash(i, 5) % 1000) / 1000.0 * 9) * ((hash(i, 6) % 100) / 100.0))::INT AS cached,
+           floor(exp((hash(i, 7) % 1000) / 1000.0 * 7))::INT AS outp,
+           floor(exp((hash(i, 7) % 1000) / 1000.0 * 7) * 0.4)::INT AS think
+    FROM range($lo, $hi) t(i)
+)
+"""
+
+REFERENCE = """
+SELECT occurred_at::DATE AS date, coalesce(k.account_id, 'unassigned') AS account_id, l.api_key_id, l.model,
+       count(*), sum(input_tokens), sum(cached_tokens), sum(cache_write_tokens), sum(output_tokens),
+       sum(thinking_tokens), sum(web_search_requests), sum(cost_pico), sum(list_cost_pico),
+       count(*) FILTER (WHERE rate_version_id IS NULL)
+FROM ledger l LEFT JOIN api_keys k USING (api_key_id)
+WHERE occurred_at >= TIMESTAMP '2026-10-01' AND occurred_at < TIMESTAMP '2026-10-31'
+GROUP BY ALL
+"""
+
+
+def timed(fn, repeat: int = 5) -> float:
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--quick", action="store_true", help="1,000,000 rows")
+    args = parser.parse_args()
+    rows = 1_000_000 if args.quick else args.rows
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "bench.duckdb")
+        store.seed_rate_card(load_rate_card(DEFAULT_RATE_CARD), source="bench")
+        t0 = time.perf_counter()
+        for lo in range(0, rows, 5_000_000):
+            store.writer.call(lambda con, lo=lo: con.execute(FILL, {"lo": lo, "hi": min(lo + 5_000_000, rows)}))
+        store.writer.call(lambda con: con.execute(
+            "CREATE TEMP VIEW rollup_batch AS SELECT * FROM ledger; " + _UPDATE_ROLLUP + "; DROP VIEW rollup_batch"))
+        build = time.perf_counter() - t0
+        with store.reading() as cur:
+            (rollup_rows,) = cur.execute("SELECT count(*) FROM usage_rollup").fetchall()[0]
+
+            def reference() -> None:
+                cur.sql(REFERENCE).to_arrow_table()
+
+            ref = timed(reference)
+        ours = timed(lambda: reports.daily_report(store, start="2026-10-01", end="2026-10-31", tz="UTC"))
+        kolkata = timed(lambda: reports.daily_report(store, start="2026-10-01", end="2026-10-31", tz="Asia/Kolkata"))
+        store.close()
+    print(f"ledger: {rows:,} records over 30 days ({rollup_rows:,} rollup rows), built in {build:.1f} s")
+    print("| scenario | figure | reference (same run) |")
+    print("|---|---|---|")
+    print(f"| daily report, 30 days, {rows:,} records (UTC) | {ours * 1000:.0f} ms | "
+          f"hand-written GROUP BY over the raw ledger: {ref * 1000:.0f} ms ({ref / ours:.1f}x slower) |")
+    print(f"| same, Asia/Kolkata days | {kolkata * 1000:.0f} ms | |")
+
+
+if __name__ == "__main__":
+    main()
