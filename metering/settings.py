@@ -18,6 +18,10 @@ ENVIRONMENT = {
     "METERING_RATE_CARD": "rate card TOML seeded into the database at start (default data/rate_card.toml)",
     "METERING_URL": "base URL of a running server; CLI data commands then go through its HTTP API",
     "METERING_TOKEN": "bearer token the CLI sends with --url (default: the admin token)",
+    "METERING_WEBHOOK_RETRY_SCHEDULE": "seconds between webhook retries, comma-separated "
+                                       "(default 5,300,1800,7200,18000,36000,36000)",
+    "METERING_EVALUATE_INTERVAL": "seconds between scheduled budget evaluations (default 60)",
+    "METERING_ANOMALY_MIN_USD": "smallest daily spend of a key that can be an anomaly (default 1)",
 }
 
 
@@ -36,6 +40,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     dev: bool = False
+    webhook_retry_schedule: str | None = None
+    evaluate_interval: float = 60.0
+    anomaly_min_usd: str = "1"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -47,6 +54,9 @@ class Settings:
             "ingest_token": env.get("METERING_INGEST_TOKEN") or None,
             "url": env.get("METERING_URL") or None,
             "client_token": env.get("METERING_TOKEN") or None,
+            "webhook_retry_schedule": env.get("METERING_WEBHOOK_RETRY_SCHEDULE") or None,
+            "evaluate_interval": float(env.get("METERING_EVALUATE_INTERVAL") or 60),
+            "anomaly_min_usd": env.get("METERING_ANOMALY_MIN_USD") or "1",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 from fastapi import FastAPI
 
 from metering import __version__
-from metering.api import errors, keys, rates, records, reports, usage
+from metering.api import budgets, errors, keys, rates, records, reports, usage
 from metering.api.auth import TokenCheck
+from metering.pricing import from_usd
 from metering.ratecard import load_rate_card
 from metering.settings import Settings
 from metering.store.db import Store
+from metering.webhooks import Evaluator, Sender, parse_schedule
 
 
 def open_store(settings: Settings) -> Store:
@@ -37,9 +40,14 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         app.state.tokens = TokenCheck(
             admin_token=settings.admin_token, ingest_token=settings.ingest_token, store=app.state.store
         )
+        app.state.sender = Sender(app.state.store, schedule=parse_schedule(settings.webhook_retry_schedule)).start()
+        app.state.evaluator = Evaluator(app.state.store, sender=app.state.sender, interval=settings.evaluate_interval,
+                                        anomaly_min_pico=from_usd(Decimal(settings.anomaly_min_usd))).start()
         try:
             yield
         finally:
+            app.state.evaluator.stop()
+            app.state.sender.stop()
             if owned:
                 app.state.store.close()
 
@@ -60,4 +68,5 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(keys.router)
     app.include_router(rates.router)
     app.include_router(reports.router)
+    app.include_router(budgets.router)
     return app

@@ -108,6 +108,7 @@ class Writer:
         self._con = store.cursor()
         self._held: Any = None
         self.groups_committed = 0
+        self._listeners: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="metering-writer", daemon=True)
         self._thread.start()
 
@@ -128,6 +129,10 @@ class Writer:
         item = _Call(fn)
         self._queue.put(item)
         return item.future.result()
+
+    def on_ingest(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (quickly: it runs on the writer thread) after each ingest commit."""
+        self._listeners.append(listener)
 
     def stop(self) -> None:
         if self._thread.is_alive():
@@ -164,6 +169,8 @@ class Writer:
                 size += len(more.records)
             self._transaction(group, lambda g=group: self._ingest_group(g))
             self.groups_committed += 1
+            for listener in self._listeners:
+                listener()
 
     def _transaction(self, items: list, work: Callable[[], list]) -> None:
         try:

@@ -1,0 +1,407 @@
+"""Budgets in the store, their evaluation, and the alert outbox.
+
+Evaluation runs on the writer thread, in one transaction: it reads the spend, decides which
+alerts are due, and inserts them into the outbox. Each alert's `dedupe_key` is UNIQUE, so an
+alert is written once per budget, period and threshold (or per key and day for anomalies)
+however often evaluation runs, and a crash either keeps the alert and the decision or neither.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import duckdb
+
+from metering import budgets
+from metering.errors import BadRequest, NotFound
+from metering.pricing import from_usd, to_usd
+from metering.ratecard import format_decimal
+from metering.store.db import naive_utc
+from metering.store.queries import UNASSIGNED
+
+THRESHOLD_CROSSED = "budget.threshold_crossed"
+FORECAST_EXCEEDED = "budget.forecast_exceeded"
+SPEND_ANOMALY = "spend.anomaly"
+MAX_AMOUNT = Decimal(1_000_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    id: str
+    scope: budgets.Scope
+    period: str
+    tz: str
+    amount_pico: int
+    basis: str
+    thresholds: tuple[Decimal, ...]
+    forecast: bool
+    webhook_url: str | None
+    webhook_secret: str | None
+    webhook_disabled_at: datetime | None
+    created_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "scope": self.scope.as_json(), "period": self.period, "tz": self.tz,
+            "amount": format_decimal(to_usd(self.amount_pico)), "basis": self.basis,
+            "thresholds": [budgets.format_threshold(t) for t in self.thresholds], "forecast": self.forecast,
+            "webhook_url": self.webhook_url,
+            "webhook_disabled": self.webhook_disabled_at is not None,
+            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
+        }
+
+
+_COLUMNS = ("id, scope_kind, scope_value, scope_tag, period, tz, amount_pico, basis, thresholds, forecast, "
+            "webhook_url, webhook_secret, webhook_disabled_at, created_at")
+
+
+def _budget(row: tuple) -> Budget:
+    (bid, kind, value, tag, period, tz, amount, basis, thresholds, forecast, url, secret, disabled,
+     created) = row
+    return Budget(
+        id=bid, scope=budgets.Scope(kind, value, tag), period=period, tz=tz, amount_pico=int(amount), basis=basis,
+        thresholds=tuple(Decimal(t) for t in json.loads(thresholds)), forecast=bool(forecast), webhook_url=url,
+        webhook_secret=secret, webhook_disabled_at=disabled.replace(tzinfo=UTC) if disabled else None,
+        created_at=created.replace(tzinfo=UTC),
+    )
+
+
+# --- validation and storage ------------------------------------------------------------------------
+
+
+def validate(body: dict[str, Any]) -> dict[str, Any]:
+    """A BudgetCreate body -> checked values; errors name the field."""
+    allowed = {"scope", "period", "tz", "amount", "basis", "thresholds", "forecast", "webhook_url", "webhook_secret"}
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"{unknown[0]}: unknown field")
+    scope = budgets.Scope.parse(body.get("scope"))
+    period = body.get("period", "month")
+    if period not in budgets.PERIODS:
+        raise BadRequest(f"period: must be one of {', '.join(budgets.PERIODS)}, got {period!r}")
+    tz = body.get("tz", "UTC")
+    if not isinstance(tz, str):
+        raise BadRequest("tz: must be an IANA time zone name")
+    from metering.timewindows import zone
+
+    zone(tz)
+    amount_text = body.get("amount")
+    try:
+        amount = Decimal(str(amount_text)) if isinstance(amount_text, (str, int)) and not isinstance(
+            amount_text, bool) else None
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite() or amount <= 0 or amount > MAX_AMOUNT:
+        raise BadRequest(f'amount: must be a positive decimal string such as "100.00", got {amount_text!r}')
+    try:
+        amount_pico = from_usd(amount)
+    except ValueError:
+        raise BadRequest("amount: at most 12 decimal places") from None
+    basis = body.get("basis", "cost")
+    if basis not in budgets.BASES:
+        raise BadRequest(f"basis: must be one of {', '.join(budgets.BASES)}, got {basis!r}")
+    raw_thresholds = body.get("thresholds", [str(t) for t in budgets.DEFAULT_THRESHOLDS])
+    if not isinstance(raw_thresholds, list) or not 1 <= len(raw_thresholds) <= 20:
+        raise BadRequest("thresholds: must be a list of 1 to 20 fractions, such as [0.5, 0.8, 1.0]")
+    thresholds = []
+    for i, t in enumerate(raw_thresholds):
+        try:
+            value = Decimal(str(t)) if not isinstance(t, bool) else None
+        except InvalidOperation:
+            value = None
+        if value is None or not value.is_finite() or not Decimal(0) < value <= Decimal(10):
+            raise BadRequest(f"thresholds[{i}]: must be a fraction above 0 and at most 10, got {t!r}")
+        thresholds.append(value.normalize())
+    if len(set(thresholds)) != len(thresholds):
+        raise BadRequest("thresholds: must not repeat a value")
+    forecast = body.get("forecast", False)
+    if not isinstance(forecast, bool):
+        raise BadRequest("forecast: must be true or false")
+    url = body.get("webhook_url")
+    if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))
+                            or len(url) > 2000):
+        raise BadRequest("webhook_url: must be an http:// or https:// URL")
+    secret = body.get("webhook_secret")
+    if secret is not None:
+        from metering.webhooks import check_secret
+
+        check_secret(secret)
+    elif url is not None:
+        from metering.webhooks import new_secret
+
+        secret = new_secret()
+    return {"scope": scope, "period": period, "tz": tz, "amount_pico": amount_pico, "basis": basis,
+            "thresholds": tuple(sorted(thresholds)), "forecast": forecast, "webhook_url": url,
+            "webhook_secret": secret}
+
+
+def create(con: duckdb.DuckDBPyConnection, values: dict[str, Any], *, now: datetime) -> Budget:
+    budget = Budget(id="bud_" + secrets.token_hex(8), webhook_disabled_at=None, created_at=now.astimezone(UTC),
+                    **values)
+    con.execute(
+        f"INSERT INTO budgets ({_COLUMNS}, deleted_at) VALUES ({', '.join('?' * 15)})",  # noqa: S608
+        [budget.id, budget.scope.kind, budget.scope.value, budget.scope.tag_name, budget.period, budget.tz,
+         budget.amount_pico, budget.basis, json.dumps([str(t) for t in budget.thresholds]), budget.forecast,
+         budget.webhook_url, budget.webhook_secret, None, naive_utc(now), None],
+    )
+    return budget
+
+
+def active(cur: duckdb.DuckDBPyConnection) -> list[Budget]:
+    rows = cur.execute(f"SELECT {_COLUMNS} FROM budgets WHERE deleted_at IS NULL ORDER BY created_at, id"  # noqa: S608
+                       ).fetchall()
+    return [_budget(r) for r in rows]
+
+
+def get(cur: duckdb.DuckDBPyConnection, budget_id: str) -> Budget:
+    rows = cur.execute(f"SELECT {_COLUMNS} FROM budgets WHERE id = ? AND deleted_at IS NULL",  # noqa: S608
+                       [budget_id]).fetchall()
+    if not rows:
+        raise NotFound(f"no budget {budget_id!r}")
+    return _budget(rows[0])
+
+
+def delete(con: duckdb.DuckDBPyConnection, budget_id: str, *, now: datetime) -> None:
+    get(con, budget_id)
+    con.execute("UPDATE budgets SET deleted_at = ? WHERE id = ?", [naive_utc(now), budget_id])
+
+
+# --- spend ---------------------------------------------------------------------------------------------
+
+
+def _spend_source(budget: Budget) -> tuple[str, str, list[Any]]:
+    """(FROM ... WHERE filter, timestamp column, params) for a budget's scope; money column by basis.
+    Identifiers come from fixed choices; values are bound."""
+    column = "cost_pico" if budget.basis == "cost" else "list_cost_pico"
+    if budget.scope.kind == "tag":
+        return (f"SELECT occurred_at AS ts, {column} AS pico FROM ledger WHERE tags[?] = ?", "ts",  # noqa: S608
+                [budget.scope.tag_name, budget.scope.value])
+    if budget.scope.kind == "api_key":
+        return (f"SELECT bucket_start AS ts, {column} AS pico FROM usage_rollup WHERE api_key_id = ?", "ts",  # noqa: S608
+                [budget.scope.value])
+    if budget.scope.kind == "account":
+        return (f"SELECT bucket_start AS ts, {column} AS pico FROM usage_rollup r "  # noqa: S608
+                f"LEFT JOIN api_keys k USING (api_key_id) WHERE coalesce(k.account_id, '{UNASSIGNED}') = ?", "ts",
+                [budget.scope.value])
+    return f"SELECT bucket_start AS ts, {column} AS pico FROM usage_rollup WHERE true", "ts", []  # noqa: S608
+
+
+def spend(cur: duckdb.DuckDBPyConnection, budget: Budget, start: datetime, end: datetime) -> int:
+    source, ts, params = _spend_source(budget)
+    sql = f"SELECT coalesce(sum(pico), 0) FROM ({source}) s WHERE {ts} >= ? AND {ts} < ?"  # noqa: S608
+    return int(cur.execute(sql, [*params, naive_utc(start), naive_utc(end)]).fetchall()[0][0])
+
+
+def hourly_spend(cur: duckdb.DuckDBPyConnection, budget: Budget, start: datetime, end: datetime) -> dict[datetime, int]:
+    source, ts, params = _spend_source(budget)
+    sql = (f"SELECT date_trunc('hour', {ts}) AS h, coalesce(sum(pico), 0) FROM ({source}) s "  # noqa: S608
+           f"WHERE {ts} >= ? AND {ts} < ? GROUP BY h")
+    rows = cur.execute(sql, [*params, naive_utc(start), naive_utc(end)]).fetchall()
+    return {h.replace(tzinfo=UTC): int(v) for h, v in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    budget: Budget
+    period_start: datetime
+    period_end: datetime
+    spent: int
+    projected: int
+
+    def as_json(self) -> dict[str, Any]:
+        amount = self.budget.amount_pico
+        return {
+            "budget_id": self.budget.id, "scope": self.budget.scope.as_json(), "period": self.budget.period,
+            "tz": self.budget.tz, "basis": self.budget.basis,
+            "period_start": self.period_start.isoformat().replace("+00:00", "Z"),
+            "period_end": self.period_end.isoformat().replace("+00:00", "Z"),
+            "amount": format_decimal(to_usd(amount)), "spent": format_decimal(to_usd(self.spent)),
+            "remaining": format_decimal(to_usd(max(amount - self.spent, 0))),
+            "fraction": format_decimal((Decimal(self.spent) / Decimal(amount)).quantize(Decimal("0.000001"))),
+            "projected": format_decimal(to_usd(self.projected)),
+            "exceeded": self.spent >= amount,
+        }
+
+
+def status(cur: duckdb.DuckDBPyConnection, budget: Budget, *, now: datetime, with_projection: bool = True) -> Status:
+    start, end = budgets.period_bounds(budget.period, budget.tz, now)
+    spent = spend(cur, budget, start, end)
+    projected = spent
+    if with_projection:
+        hour = budgets.utc_hour(now)
+        history = hourly_spend(cur, budget, hour - timedelta(days=budgets.PROFILE_DAYS), now + timedelta(minutes=5))
+        projected = budgets.project(spent=spent, now=now, period_start=start, period_end=end, hourly=history)
+    return Status(budget, start, end, spent, projected)
+
+
+# --- evaluation ------------------------------------------------------------------------------------------
+
+
+def _payload(kind: str, now: datetime, data: dict[str, Any]) -> str:
+    return json.dumps({"type": kind, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data},
+                      separators=(",", ":"))
+
+
+def _insert_alert(con: duckdb.DuckDBPyConnection, *, dedupe_key: str, kind: str, budget: Budget | None,
+                  api_key_id: str | None, period_start: datetime | None, payload: str, now: datetime) -> bool:
+    url = budget.webhook_url if budget else None
+    if url is None:
+        state = "no_endpoint"
+    elif budget is not None and budget.webhook_disabled_at is not None:
+        state = "disabled"
+    else:
+        state = "pending"
+    (seq,) = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM alerts").fetchall()[0]
+    inserted = con.execute(
+        "INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, NULL) RETURNING id",
+        ["msg_" + secrets.token_hex(12), seq, dedupe_key, kind, budget.id if budget else None, api_key_id,
+         naive_utc(period_start) if period_start else None, payload, url, state, naive_utc(now), naive_utc(now)],
+    ).fetchall()
+    return bool(inserted)
+
+
+def evaluate(con: duckdb.DuckDBPyConnection, *, now: datetime, keys: dict[str, str],
+             anomaly_min_pico: int) -> list[str]:
+    """Decide and write the alerts due now. `keys`: api_key_id -> account_id of registered keys.
+    Returns the dedupe keys of the alerts written."""
+    written: list[str] = []
+    all_budgets = active(con)
+    for budget in all_budgets:
+        st = status(con, budget, now=now, with_projection=budget.forecast)
+        period_key = st.period_start.isoformat()
+        fired = {row[0] for row in con.execute(
+            "SELECT dedupe_key FROM alerts WHERE budget_id = ? AND period_start = ?",
+            [budget.id, naive_utc(st.period_start)]).fetchall()}
+        fired_thresholds = {k.rsplit(":", 1)[1] for k in fired if k.startswith("threshold:")}
+        base = st.as_json()
+        for threshold in budgets.due_thresholds(amount=budget.amount_pico, spent=st.spent,
+                                                thresholds=budget.thresholds, fired=fired_thresholds):
+            text = budgets.format_threshold(threshold)
+            key = f"threshold:{budget.id}:{period_key}:{text}"
+            if _insert_alert(con, dedupe_key=key, kind=THRESHOLD_CROSSED, budget=budget, api_key_id=None,
+                             period_start=st.period_start, payload=_payload(THRESHOLD_CROSSED, now,
+                                                                            {**base, "threshold": text}), now=now):
+                written.append(key)
+        key = f"forecast:{budget.id}:{period_key}"
+        if (budget.forecast and key not in fired and st.spent < budget.amount_pico <= st.projected
+                and _insert_alert(con, dedupe_key=key, kind=FORECAST_EXCEEDED, budget=budget, api_key_id=None,
+                                  period_start=st.period_start, payload=_payload(FORECAST_EXCEEDED, now, base),
+                                  now=now)):
+            written.append(key)
+    written += _anomalies(con, now=now, keys=keys, budgets_=all_budgets, min_pico=anomaly_min_pico)
+    return written
+
+
+def _anomalies(con: duckdb.DuckDBPyConnection, *, now: datetime, keys: dict[str, str], budgets_: list[Budget],
+               min_pico: int) -> list[str]:
+    today = now.astimezone(UTC).date()
+    first = today - timedelta(days=budgets.ANOMALY_DAYS)
+    rows = con.execute(
+        "SELECT api_key_id, bucket_start::DATE AS day, sum(cost_pico) FROM usage_rollup "
+        "WHERE bucket_start >= ? AND bucket_start < ? GROUP BY ALL",
+        [datetime(first.year, first.month, first.day), datetime(today.year, today.month, today.day) + timedelta(days=1)],
+    ).fetchall()
+    per_key: dict[str, dict[Any, int]] = {}
+    for key_id, day, pico in rows:
+        per_key.setdefault(key_id, {})[day] = int(pico)
+    written = []
+    for key_id, days in per_key.items():
+        spent_today = days.get(today, 0)
+        previous = [days.get(first + timedelta(days=i), 0) for i in range(budgets.ANOMALY_DAYS)]
+        if not budgets.is_anomaly(today=spent_today, previous_days=previous, min_pico=min_pico):
+            continue
+        account = keys.get(key_id, UNASSIGNED)
+        covering = [b for b in budgets_ if b.webhook_url and b.scope.covers(api_key_id=key_id, account_id=account)]
+        dedupe = f"anomaly:{key_id}:{today.isoformat()}"
+        data = {"api_key_id": key_id, "account_id": account, "day": today.isoformat(),
+                "spent": format_decimal(to_usd(spent_today)),
+                "baseline_median": format_decimal(to_usd(int(sorted(previous)[len(previous) // 2]))),
+                "previous_max": format_decimal(to_usd(max(previous))),
+                "rule": f"today >= min and > {budgets.ANOMALY_FACTOR} x the median of the last "
+                        f"{budgets.ANOMALY_DAYS} days and > their maximum"}
+        if _insert_alert(con, dedupe_key=dedupe, kind=SPEND_ANOMALY, budget=covering[0] if covering else None,
+                         api_key_id=key_id, period_start=None, payload=_payload(SPEND_ANOMALY, now, data), now=now):
+            written.append(dedupe)
+    return written
+
+
+# --- the outbox ----------------------------------------------------------------------------------------------
+
+
+def list_alerts(cur: duckdb.DuckDBPyConnection, *, budget_ids: list[str] | None = None,
+                api_key_id: str | None = None) -> list[dict[str, Any]]:
+    rows = cur.execute("SELECT id, type, budget_id, api_key_id, period_start, payload, webhook_url, status, "
+                       "attempts, next_attempt_at, created_at, delivered_at FROM alerts ORDER BY seq").fetchall()
+    attempts: dict[str, list[dict[str, Any]]] = {}
+    for alert_id, n, at, code, error, ms in cur.execute(
+            "SELECT alert_id, attempt, attempted_at, status_code, error, duration_ms FROM alert_attempts "
+            "ORDER BY alert_id, attempt").fetchall():
+        attempts.setdefault(alert_id, []).append({"attempt": n, "at": _iso(at), "status_code": code, "error": error,
+                                                  "duration_ms": ms})
+    out = []
+    for (aid, kind, bid, key_id, period_start, payload, url, state, n, next_at, created, delivered) in rows:
+        if budget_ids is not None and bid not in budget_ids and key_id != api_key_id:
+            continue
+        out.append({"id": aid, "type": kind, "budget_id": bid, "api_key_id": key_id,
+                    "period_start": _iso(period_start), "status": state, "attempts": n,
+                    "next_attempt_at": _iso(next_at) if state == "pending" else None, "created_at": _iso(created),
+                    "delivered_at": _iso(delivered), "webhook_url": url, "payload": json.loads(payload),
+                    "delivery_attempts": attempts.get(aid, [])})
+    return out
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat() + "Z" if ts else None
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    id: str
+    budget_id: str | None
+    url: str
+    payload: str
+    attempts: int
+    secret: str
+
+
+def due(cur: duckdb.DuckDBPyConnection, *, now: datetime) -> list[Due]:
+    """Pending alerts whose time has come, each the earliest pending one of its URL (so a URL
+    receives its alerts in order)."""
+    rows = cur.execute("""
+        SELECT a.id, a.budget_id, a.webhook_url, a.payload, a.attempts, b.webhook_secret
+        FROM alerts a JOIN budgets b ON b.id = a.budget_id
+        WHERE a.status = 'pending' AND a.next_attempt_at <= ?
+          AND NOT EXISTS (SELECT 1 FROM alerts e WHERE e.status = 'pending' AND e.webhook_url = a.webhook_url
+                          AND e.seq < a.seq)
+        ORDER BY a.seq
+    """, [naive_utc(now)]).fetchall()
+    return [Due(*row) for row in rows]
+
+
+def record_attempt(con: duckdb.DuckDBPyConnection, item: Due, *, now: datetime, status_code: int | None,
+                   error: str | None, duration_ms: int, next_delay: float | None) -> str:
+    """Record one delivery attempt and move the alert on: delivered, retried later, failed, or,
+    on 410 Gone, disabled together with its endpoint. Returns the alert's new status."""
+    attempt = item.attempts + 1
+    con.execute("INSERT INTO alert_attempts VALUES (?, ?, ?, ?, ?, ?)",
+                [item.id, attempt, naive_utc(now), status_code, error, duration_ms])
+    if status_code is not None and 200 <= status_code < 300:
+        con.execute("UPDATE alerts SET status = 'delivered', attempts = ?, delivered_at = ? WHERE id = ?",
+                    [attempt, naive_utc(now), item.id])
+        return "delivered"
+    if status_code == 410:
+        con.execute("UPDATE budgets SET webhook_disabled_at = ? WHERE webhook_url = ?", [naive_utc(now), item.url])
+        con.execute("UPDATE alerts SET attempts = ? WHERE id = ?", [attempt, item.id])
+        con.execute("UPDATE alerts SET status = 'disabled' WHERE status = 'pending' AND webhook_url = ?", [item.url])
+        return "disabled"
+    if next_delay is None:
+        con.execute("UPDATE alerts SET status = 'failed', attempts = ? WHERE id = ?", [attempt, item.id])
+        return "failed"
+    con.execute("UPDATE alerts SET attempts = ?, next_attempt_at = ? WHERE id = ?",
+                [attempt, naive_utc(now + timedelta(seconds=next_delay)), item.id])
+    return "pending"

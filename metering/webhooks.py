@@ -1,0 +1,202 @@
+"""Signed webhook delivery from the alert outbox, and the background evaluation of budgets.
+
+Signatures follow the Standard Webhooks specification: headers `webhook-id` (the alert's id,
+the same on every retry), `webhook-timestamp` (Unix seconds) and `webhook-signature`
+(`v1,` + base64 of HMAC-SHA256 over `{id}.{timestamp}.{body}`, keyed with the base64 part of
+a `whsec_` secret). Delivery is at least once: an alert stays pending until a 2xx answer, is
+retried on the schedule with +-20% jitter, fails after the last retry, and a 410 Gone
+disables its endpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from metering import alerts
+from metering.errors import BadRequest
+
+log = logging.getLogger("metering.webhooks")
+
+# Standard Webhooks' suggested schedule after the first attempt: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+JITTER = 0.2
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def check_secret(secret: Any) -> None:
+    if not isinstance(secret, str) or not secret.startswith("whsec_"):
+        raise BadRequest("webhook_secret: must be a whsec_ secret (whsec_ + base64 of 24 to 64 random bytes)")
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("webhook_secret: the part after whsec_ is not base64") from None
+    if not 24 <= len(key) <= 64:
+        raise BadRequest("webhook_secret: must hold 24 to 64 bytes")
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def parse_schedule(text: str | None) -> tuple[float, ...]:
+    if not text:
+        return DEFAULT_RETRY_SCHEDULE
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"METERING_WEBHOOK_RETRY_SCHEDULE: not a comma list of seconds: {text!r}") from None
+    if any(v < 0 for v in values):
+        raise ValueError("METERING_WEBHOOK_RETRY_SCHEDULE: delays must not be negative")
+    return values
+
+
+class Sender:
+    """Delivers due alerts; one thread. `wake()` makes it look at the outbox at once."""
+
+    def __init__(self, store: Any, *, schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE, timeout: float = 10.0,
+                 poll: float = 0.5, rng: random.Random | None = None) -> None:
+        self._store = store
+        self._schedule = schedule
+        self._poll = poll
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not security)
+        self._client = httpx.Client(timeout=timeout, follow_redirects=False)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Sender:
+        self._thread = threading.Thread(target=self._run, name="metering-webhooks", daemon=True)
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+        self._client.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.deliver_due()
+            except Exception:
+                log.exception("webhook delivery round failed")
+            self._wake.wait(self._poll)
+            self._wake.clear()
+
+    def deliver_due(self) -> int:
+        """One round: send every alert that is due now. Returns how many were attempted."""
+        with self._store.reading() as cur:
+            items = alerts.due(cur, now=self._store.clock())
+        for item in items:
+            if self._stop.is_set():
+                break
+            self._deliver(item)
+        return len(items)
+
+    def _deliver(self, item: alerts.Due) -> None:
+        body = item.payload.encode()
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": item.id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(item.secret, item.id, timestamp, body),
+            "user-agent": "metering-webhooks/1",
+        }
+        status_code: int | None = None
+        error: str | None = None
+        started = time.perf_counter()
+        try:
+            response = self._client.post(item.url, content=body, headers=headers)
+            status_code = response.status_code
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        attempt = item.attempts + 1
+        next_delay = None
+        if attempt <= len(self._schedule):
+            base = self._schedule[attempt - 1]
+            next_delay = base * (1 + self._rng.uniform(-JITTER, JITTER))
+        self._store.writer.call(lambda con: alerts.record_attempt(
+            con, item, now=self._store.clock(), status_code=status_code, error=error, duration_ms=duration_ms,
+            next_delay=next_delay))
+
+
+class Evaluator:
+    """Evaluates budgets: debounced after ingest commits, on a schedule, and on demand."""
+
+    def __init__(self, store: Any, *, sender: Sender | None, interval: float = 60.0, debounce: float = 0.25,
+                 anomaly_min_pico: int = 10**12) -> None:
+        self._store = store
+        self._sender = sender
+        self._interval = interval
+        self._debounce = debounce
+        self.anomaly_min_pico = anomaly_min_pico
+        self._trigger = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Evaluator:
+        self._store.writer.on_ingest(self.trigger)
+        self._thread = threading.Thread(target=self._run, name="metering-budgets", daemon=True)
+        self._thread.start()
+        return self
+
+    def trigger(self) -> None:
+        self._trigger.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._trigger.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            triggered = self._trigger.wait(self._interval)
+            if self._stop.is_set():
+                return
+            if triggered and self._stop.wait(self._debounce):  # a burst of commits: one evaluation for all
+                return
+            self._trigger.clear()
+            try:
+                self.evaluate()
+            except Exception:
+                log.exception("budget evaluation failed")
+
+    def evaluate(self) -> list[str]:
+        written = evaluate_now(self._store, anomaly_min_pico=self.anomaly_min_pico)
+        if written and self._sender is not None:
+            self._sender.wake()
+        return written
+
+
+def evaluate_now(store: Any, *, anomaly_min_pico: int) -> list[str]:
+    keys = {k.api_key_id: k.account_id for k in store.list_keys()}
+    run: Callable[[Any], list[str]] = lambda con: alerts.evaluate(  # noqa: E731
+        con, now=store.clock(), keys=keys, anomaly_min_pico=anomaly_min_pico)
+    return store.writer.call(run)
