@@ -43,6 +43,7 @@ class Settings:
     webhook_retry_schedule: str | None = None
     evaluate_interval: float = 60.0
     anomaly_min_usd: str = "1"
+    evaluate_on_ingest: bool = True  # tests that drive evaluation by hand turn this off
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -150,18 +150,20 @@ class Evaluator:
     """Evaluates budgets: debounced after ingest commits, on a schedule, and on demand."""
 
     def __init__(self, store: Any, *, sender: Sender | None, interval: float = 60.0, debounce: float = 0.25,
-                 anomaly_min_pico: int = 10**12) -> None:
+                 anomaly_min_pico: int = 10**12, on_ingest: bool = True) -> None:
         self._store = store
         self._sender = sender
         self._interval = interval
         self._debounce = debounce
         self.anomaly_min_pico = anomaly_min_pico
+        self._on_ingest = on_ingest
         self._trigger = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> Evaluator:
-        self._store.writer.on_ingest(self.trigger)
+        if self._on_ingest:
+            self._store.writer.on_ingest(self.trigger)
         self._thread = threading.Thread(target=self._run, name="metering-budgets", daemon=True)
         self._thread.start()
         return self

@@ -54,7 +54,9 @@ def store(tmp_path: Path, clock: FixedClock) -> Iterator[Store]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(db_path=tmp_path / "metering.duckdb", admin_token=ADMIN, ingest_token=INGEST)
+    # Budget evaluation runs when a test asks (POST /v1/budgets/check), so results do not race.
+    return Settings(db_path=tmp_path / "metering.duckdb", admin_token=ADMIN, ingest_token=INGEST,
+                    evaluate_on_ingest=False)
 
 
 @pytest.fixture

@@ -39,7 +39,6 @@ def create_budget(request: Request, _: Admin,
     out = budget.as_json()
     if "webhook_secret" not in body and budget.webhook_secret:
         out["webhook_secret"] = budget.webhook_secret  # generated: shown once, keep it to verify signatures
-    request.app.state.evaluator.trigger()
     return JSONResponse(out, status_code=201)
 
 
