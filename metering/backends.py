@@ -70,6 +70,53 @@ class LocalBackend:
 
         return reprice(self.store, **body)
 
+    # --- budgets -----------------------------------------------------------------------------------
+    def budgets(self, action: str, arg: Any = None) -> Any:
+        from metering import alerts
+        from metering.store.queries import UNASSIGNED
+
+        store = self.store
+        if action == "add":
+            values = alerts.validate(arg)
+            budget = store.writer.call(lambda con: alerts.create(con, values, now=store.clock()))
+            out = budget.as_json()
+            if "webhook_secret" not in arg and budget.webhook_secret:
+                out["webhook_secret"] = budget.webhook_secret
+            return out
+        if action == "delete":
+            store.writer.call(lambda con: alerts.delete(con, arg, now=store.clock()))
+            return None
+        if action == "check":
+            from decimal import Decimal
+
+            from metering.pricing import from_usd
+            from metering.settings import Settings
+            from metering.webhooks import Sender, evaluate_now, parse_schedule
+
+            settings = Settings.from_env()
+            written = evaluate_now(store, anomaly_min_pico=from_usd(Decimal(settings.anomaly_min_usd)))
+            sender = Sender(store, schedule=parse_schedule(settings.webhook_retry_schedule))
+            try:
+                sender.deliver_due()  # one round; retries happen when a server runs
+            finally:
+                sender.stop()
+            return {"alerts_written": written}
+        with store.reading() as cur:
+            if action == "list":
+                return {"data": [b.as_json() for b in alerts.active(cur)]}
+            if action == "show":
+                return alerts.get(cur, arg).as_json()
+            if action == "alerts":
+                return {"data": alerts.list_alerts(cur)}
+            if action == "status":
+                key = store.key(arg)
+                account = key.account_id if key else UNASSIGNED
+                covering = [b for b in alerts.active(cur) if b.scope.covers(api_key_id=arg, account_id=account)]
+                statuses = [alerts.status(cur, b, now=store.clock()).as_json() for b in covering]
+                return {"api_key_id": arg, "account_id": account, "budgets": statuses,
+                        "exceeded": any(x["exceeded"] for x in statuses)}
+        raise MeteringError(f"unknown budgets action {action!r}")
+
     def close(self) -> None:
         self.store.close()
 
@@ -83,14 +130,15 @@ class RemoteBackend:
         self._client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout,
                                     headers={"Authorization": f"Bearer {token}"})
 
-    def _call(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201), **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201), parse: bool = True,
+              **kwargs: Any) -> Any:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise MeteringError(f"cannot reach {self._client.base_url}: {exc}") from None
         if response.status_code not in ok:
             self._raise(response)
-        return response.json()
+        return response.json() if parse else None
 
     @staticmethod
     def _raise(response: httpx.Response) -> None:
@@ -125,6 +173,24 @@ class RemoteBackend:
 
     def reprice(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/v1/reprice", json=body)
+
+    def budgets(self, action: str, arg: Any = None) -> Any:
+        if action == "add":
+            return self._call("POST", "/v1/budgets", json=arg)
+        if action == "delete":
+            self._call("DELETE", f"/v1/budgets/{arg}", ok=(204,), parse=False)
+            return None
+        if action == "check":
+            return self._call("POST", "/v1/budgets/check")
+        if action == "list":
+            return self._call("GET", "/v1/budgets")
+        if action == "show":
+            return self._call("GET", f"/v1/budgets/{arg}")
+        if action == "alerts":
+            return self._call("GET", "/v1/alerts")
+        if action == "status":
+            return self._call("GET", "/v1/budgets/status", params={"api_key_id": arg})
+        raise MeteringError(f"unknown budgets action {action!r}")
 
     def close(self) -> None:
         self._client.close()

@@ -244,6 +244,48 @@ def cmd_reprice(args: argparse.Namespace) -> int:
     return _with_backend(args, show)
 
 
+def _scope(text: str) -> dict[str, Any]:
+    """api_key_id=K | account_id=A | tag:NAME=VALUE | all"""
+    if text == "all":
+        return {"all": True}
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise MeteringError(f"--scope: expected api_key_id=K, account_id=A, tag:NAME=VALUE or all, got {text!r}")
+    if name.startswith("tag:"):
+        return {"tag": {name[4:]: value}}
+    return {name: value}
+
+
+def cmd_budgets(args: argparse.Namespace) -> int:
+    action = args.budgets_command
+    arg: Any = None
+    if action == "add":
+        try:
+            arg = {"scope": _scope(args.scope), "amount": args.amount, "period": args.period, "tz": args.tz,
+                   "basis": args.basis, "forecast": args.forecast}
+        except MeteringError as exc:
+            return _fail(exc.message)
+        if args.thresholds:
+            arg["thresholds"] = [t.strip() for t in args.thresholds.split(",")]
+        if args.webhook_url:
+            arg["webhook_url"] = args.webhook_url
+        if args.webhook_secret:
+            arg["webhook_secret"] = args.webhook_secret
+    elif action in ("show", "delete"):
+        arg = args.budget_id
+    elif action == "status":
+        arg = args.api_key_id
+
+    def act(backend: Any) -> None:
+        result = backend.budgets(action, arg)
+        if action == "delete":
+            print(f"deleted {arg}")
+        else:
+            _print_json(result)
+
+    return _with_backend(args, act)
+
+
 def _print_json(data: Any) -> None:
     import json
 
@@ -335,6 +377,30 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--dry-run", action="store_true", help="show the change per key and model; write nothing")
     _data_options(rep)
     rep.set_defaults(func=cmd_reprice)
+
+    bud = sub.add_parser("budgets", help="budgets and alerts").add_subparsers(dest="budgets_command", required=True)
+    badd = bud.add_parser("add", help="create a budget")
+    badd.add_argument("--scope", required=True, help="api_key_id=K, account_id=A, tag:NAME=VALUE or all")
+    badd.add_argument("--amount", required=True, help="USD, e.g. 100.00")
+    badd.add_argument("--period", default="month", choices=["day", "week", "month"])
+    badd.add_argument("--tz", default="UTC")
+    badd.add_argument("--basis", default="cost", choices=["cost", "list_cost"])
+    badd.add_argument("--thresholds", help="comma list of fractions (default 0.5,0.8,1.0)")
+    badd.add_argument("--forecast", action="store_true", help="also alert on a projected overrun")
+    badd.add_argument("--webhook-url")
+    badd.add_argument("--webhook-secret", help="whsec_... (default: one is generated and printed once)")
+    bshow = bud.add_parser("show", help="one budget")
+    bshow.add_argument("budget_id")
+    bdel = bud.add_parser("delete", help="delete a budget")
+    bdel.add_argument("budget_id")
+    bstatus = bud.add_parser("status", help="every budget covering a key, with spend and projection")
+    bstatus.add_argument("api_key_id")
+    bud.add_parser("list", help="list budgets")
+    bud.add_parser("check", help="evaluate every budget now and send what is due")
+    bud.add_parser("alerts", help="alerts with their delivery status")
+    for parser_ in (badd, bshow, bdel, bstatus, *[bud.choices[n] for n in ("list", "check", "alerts")]):
+        _data_options(parser_)
+        parser_.set_defaults(func=cmd_budgets)
 
     rates = sub.add_parser("rates", help="the rate card").add_subparsers(dest="rates_command", required=True)
     rlist = rates.add_parser("list", help="list models and their price versions")

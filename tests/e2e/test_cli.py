@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -173,3 +174,30 @@ def test_report_and_reprice_on_the_file_and_through_the_server(server_factory, t
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1].endswith(",total")
     r = run("reprice", "--start", "2026-11-01", "--end", "2026-12-01", "--url", server.url, env=env)
     assert r.returncode == 0 and "changed 0 of 2000 records" in r.stdout and "audit entry 1" in r.stdout
+
+
+def test_budgets_on_the_file_and_through_the_server(server_factory, tmp_path):
+    db = tmp_path / "b.duckdb"
+    spend = [record(f"b{i}", api_key_id="key-a", occurred_at=datetime.now(UTC).isoformat(), input_tokens=1_000_000,
+                    cached_tokens=0, output_tokens=0, thinking_tokens=None) for i in range(4)]  # 0.60 USD
+    assert run("import", str(write_ndjson(tmp_path / "s.ndjson", spend)), "--db", str(db), "--quiet").returncode == 0
+    r = run("budgets", "add", "--scope", "api_key_id=key-a", "--amount", "1.00", "--db", str(db))
+    assert r.returncode == 0, r.stderr
+    budget = orjson.loads(r.stdout)
+    assert budget["thresholds"] == ["0.5", "0.8", "1.0"] and budget["scope"] == {"api_key_id": "key-a"}
+    status = orjson.loads(run("budgets", "status", "key-a", "--db", str(db)).stdout)
+    assert status["budgets"][0]["spent"] == "0.6" and status["exceeded"] is False
+    check = orjson.loads(run("budgets", "check", "--db", str(db)).stdout)
+    assert len(check["alerts_written"]) == 1
+    assert orjson.loads(run("budgets", "check", "--db", str(db)).stdout)["alerts_written"] == []
+    listed = orjson.loads(run("budgets", "alerts", "--db", str(db)).stdout)["data"]
+    assert [a["status"] for a in listed] == ["no_endpoint"]
+    r = run("budgets", "add", "--scope", "team=x", "--amount", "1", "--db", str(db))
+    assert r.returncode == 2 and "scope" in r.stderr
+
+    server = server_factory(db).start()
+    env = {"METERING_ADMIN_TOKEN": ADMIN}
+    assert len(orjson.loads(run("budgets", "list", "--url", server.url, env=env).stdout)["data"]) == 1
+    r = run("budgets", "delete", budget["id"], "--url", server.url, env=env)
+    assert r.returncode == 0 and "deleted" in r.stdout
+    assert orjson.loads(run("budgets", "list", "--url", server.url, env=env).stdout)["data"] == []
