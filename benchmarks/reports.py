@@ -24,8 +24,8 @@ from metering.store.writer import _UPDATE_ROLLUP
 FILL = """
 INSERT INTO ledger
 SELECT 'req-' || i,
-       TIMESTAMP '2026-10-01' + to_microseconds((hash(i, 1) % 2592000000000)::BIGINT),
-       TIMESTAMP '2026-11-01',
+       $base::TIMESTAMP + to_microseconds((hash(i, 1) % 2592000000000)::BIGINT),
+       $base::TIMESTAMP,
        'key-' || floor(pow((hash(i, 2) % 1000000) / 1000000.0, 3) * 200)::INT,
        ['minimax-m2-7', 'minimax-m2-7', 'model-b'][1 + (hash(i, 3) % 3)::INT],
        ['chat.completions', 'responses', 'messages'][1 + (hash(i, 4) % 3)::INT],
@@ -72,7 +72,8 @@ def main() -> None:
         store.seed_rate_card(load_rate_card(DEFAULT_RATE_CARD), source="bench")
         t0 = time.perf_counter()
         for lo in range(0, rows, 5_000_000):
-            store.writer.call(lambda con, lo=lo: con.execute(FILL, {"lo": lo, "hi": min(lo + 5_000_000, rows)}))
+            store.writer.call(lambda con, lo=lo: con.execute(FILL, {"lo": lo, "hi": min(lo + 5_000_000, rows),
+                                                                   "base": "2026-10-01"}))
         store.writer.call(lambda con: con.execute(
             "CREATE TEMP VIEW rollup_batch AS SELECT * FROM ledger; " + _UPDATE_ROLLUP + "; DROP VIEW rollup_batch"))
         build = time.perf_counter() - t0

@@ -230,12 +230,21 @@ class Status:
 
 def status(cur: duckdb.DuckDBPyConnection, budget: Budget, *, now: datetime, with_projection: bool = True) -> Status:
     start, end = budgets.period_bounds(budget.period, budget.tz, now)
-    spent = spend(cur, budget, start, end)
-    projected = spent
-    if with_projection:
-        hour = budgets.utc_hour(now)
-        history = hourly_spend(cur, budget, hour - timedelta(days=budgets.PROFILE_DAYS), now + timedelta(minutes=5))
-        projected = budgets.project(spent=spent, now=now, period_start=start, period_end=end, hourly=history)
+    if not with_projection:
+        spent = spend(cur, budget, start, end)
+        return Status(budget, start, end, spent, spent)
+    # One query: spend per hour from the profile's first day (or the period's start, if earlier) to
+    # the period's end; the period's spend is the sum of its part (period bounds fall on 15-minute
+    # rollup boundaries, so hours that straddle them are split exactly by the slot filter).
+    history_start = budgets.utc_hour(now) - timedelta(days=budgets.PROFILE_DAYS)
+    source, ts, params = _spend_source(budget)
+    sql = (f"SELECT date_trunc('hour', {ts}) AS h, coalesce(sum(pico) FILTER (WHERE {ts} >= ?), 0), "  # noqa: S608
+           f"coalesce(sum(pico), 0) FROM ({source}) s WHERE {ts} >= ? AND {ts} < ? GROUP BY h")
+    rows = cur.execute(sql, [naive_utc(start), *params, naive_utc(min(start, history_start)),
+                             naive_utc(end)]).fetchall()
+    spent = sum(int(in_period) for _, in_period, _ in rows)
+    hourly = {h.replace(tzinfo=UTC): int(total) for h, _, total in rows}
+    projected = budgets.project(spent=spent, now=now, period_start=start, period_end=end, hourly=hourly)
     return Status(budget, start, end, spent, projected)
 
 

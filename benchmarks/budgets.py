@@ -1,0 +1,75 @@
+"""Latency of GET /v1/budgets/status (the gateway's budget check) on a large ledger, beside
+GET /healthz on the same server in the same run. Prints figures; asserts nothing.
+
+    .venv/bin/python -m benchmarks.budgets [--rows 10000000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from benchmarks.reports import FILL
+from metering import alerts
+from metering.store.db import Store
+from metering.store.writer import _UPDATE_ROLLUP
+from tests.conftest import ADMIN, Server
+
+
+def latencies(client: httpx.Client, path: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = client.get(path)
+        out.append(time.perf_counter() - t0)
+        assert r.status_code == 200, r.text
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--quick", action="store_true", help="1,000,000 rows")
+    args = parser.parse_args()
+    rows = 1_000_000 if args.quick else args.rows
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.duckdb"
+        # The generated ledger covers the 30 days before now, as the server's clock sees it.
+        base = (datetime.now(UTC) - timedelta(days=30)).replace(tzinfo=None).isoformat()
+        with Store(db) as store:
+            for lo in range(0, rows, 5_000_000):
+                store.writer.call(lambda con, lo=lo: con.execute(
+                    FILL, {"lo": lo, "hi": min(lo + 5_000_000, rows), "base": base}))
+            store.writer.call(lambda con: con.execute(
+                "CREATE TEMP VIEW rollup_batch AS SELECT * FROM ledger; " + _UPDATE_ROLLUP + "; DROP VIEW rollup_batch"))
+            store.add_key(api_key_id="key-0", account_id="acct-0", name=None, secret_sha256="0" * 64)
+            for scope in ({"api_key_id": "key-0"}, {"account_id": "acct-0"}, {"all": True}):
+                values = alerts.validate({"scope": scope, "amount": "1000", "forecast": True})
+                store.writer.call(lambda con, v=values: alerts.create(con, v, now=store.clock()))
+        server = Server(db).start()
+        try:
+            with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+                latencies(client, "/v1/budgets/status?api_key_id=key-0", 20)  # warm up
+                ref = latencies(client, "/healthz", 300)
+                status = latencies(client, "/v1/budgets/status?api_key_id=key-0", 300)
+        finally:
+            server.stop()
+
+    def q(values: list[float], p: int) -> float:
+        return statistics.quantiles(values, n=100)[p - 1] * 1000
+
+    print(f"ledger: {rows:,} records; the key's 3 budgets (key, account, all) with forecasts")
+    print("| scenario | p50 | p99 | reference (same run): GET /healthz p50 / p99 |")
+    print("|---|---|---|---|")
+    print(f"| GET /v1/budgets/status, sequential | {q(status, 50):.1f} ms | {q(status, 99):.1f} ms | "
+          f"{q(ref, 50):.1f} ms / {q(ref, 99):.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()
