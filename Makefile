@@ -11,8 +11,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The service on an embedded DuckDB file, with a demo's data (built once, then reused) and the
+# dashboard; `metering serve --dev` runs it on an empty data/metering.duckdb instead.
 run: $(BIN)/.installed
-	$(BIN)/metering serve --dev
+	$(BIN)/metering demo
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check metering tests

@@ -220,6 +220,7 @@ class Status:
             "tz": self.budget.tz, "basis": self.budget.basis,
             "period_start": self.period_start.isoformat().replace("+00:00", "Z"),
             "period_end": self.period_end.isoformat().replace("+00:00", "Z"),
+            "thresholds": [budgets.format_threshold(t) for t in self.budget.thresholds],
             "amount": format_decimal(to_usd(amount)), "spent": format_decimal(to_usd(self.spent)),
             "remaining": format_decimal(to_usd(max(amount - self.spent, 0))),
             "fraction": format_decimal((Decimal(self.spent) / Decimal(amount)).quantize(Decimal("0.000001"))),

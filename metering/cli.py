@@ -68,6 +68,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    import uvicorn
+
+    from metering import demo
+    from metering.api.app import create_app, open_store
+
+    started = time.perf_counter()
+    try:
+        settings, generated = Settings.from_env(db_path=Path(args.db), host=args.host, port=args.port,
+                                                dev=True).for_serving()
+    except SettingsError as exc:
+        return _fail(str(exc))
+    try:
+        store = open_store(settings)
+    except MeteringError as exc:
+        return _fail(exc.message)
+    with store.reading() as cur:
+        (existing,) = cur.execute("SELECT count(*) FROM ledger").fetchall()[0]
+    if existing:
+        print(f"metering demo: reusing {existing:,} records in {settings.db_path}", flush=True)
+    else:
+        counts = demo.build(store, days=args.days, progress=not args.quiet)
+        print(f"metering demo: built {counts['records']:,} records from {counts['keys']} keys in "
+              f"{counts['accounts']} accounts in {time.perf_counter() - started:.1f} s", flush=True)
+    if args.no_serve:
+        store.close()
+        return 0
+    url = f"http://{settings.host}:{settings.port}/dashboard/"
+    print(f"\nDashboard: {url}", flush=True)
+    print(f"  admin token:  {settings.admin_token}", flush=True)
+    print(f"  key token:    {demo.demo_secret(demo.KEYS[0])}  (sees only {demo.KEYS[0]})", flush=True)
+    if generated.get("METERING_INGEST_TOKEN"):
+        print(f"  ingest token: {settings.ingest_token}", flush=True)
+    try:
+        uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port,
+                    log_level=args.log_level, access_log=False)
+    finally:
+        store.close()
+    return 0
+
+
 # --- import ------------------------------------------------------------------------------------------
 
 
@@ -335,6 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--rate-card", help="rate card TOML (default: METERING_RATE_CARD or data/rate_card.toml)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(func=cmd_serve)
+
+    dem = sub.add_parser("demo", help="build a demo database with realistic traffic (once), then serve it")
+    dem.add_argument("--db", default="data/demo.duckdb", help="demo database file (default data/demo.duckdb)")
+    dem.add_argument("--host", default="127.0.0.1")
+    dem.add_argument("--port", type=int, default=8000)
+    dem.add_argument("--days", type=int, default=60, help="days of traffic to generate (default 60)")
+    dem.add_argument("--no-serve", action="store_true", help="build (or reuse) the data and stop")
+    dem.add_argument("--quiet", action="store_true", help="no progress bar")
+    dem.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    dem.set_defaults(func=cmd_demo)
 
     imp = sub.add_parser("import", help="import usage records from NDJSON, CSV or Parquet files")
     imp.add_argument("files", nargs="+", metavar="FILE")

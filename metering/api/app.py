@@ -5,17 +5,25 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from metering import __version__
 from metering.api import budgets, errors, keys, rates, records, reports, usage
-from metering.api.auth import TokenCheck
+from metering.api.auth import ADMIN, INGEST, KEY, Principal, TokenCheck, require
 from metering.pricing import from_usd
 from metering.ratecard import load_rate_card
 from metering.settings import Settings
 from metering.store.db import Store
 from metering.webhooks import Evaluator, Sender, parse_schedule
+
+DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "dashboards"
+DASHBOARD_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                 "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
 def open_store(settings: Settings) -> Store:
@@ -63,6 +71,27 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     @app.get("/healthz", tags=["health"], summary="Liveness; needs no token")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/v1/me", tags=["health"], summary="Who the token is: role, and for a key its id and account")
+    def me(principal: Annotated[Principal, Depends(require(ADMIN, INGEST, KEY))]) -> dict[str, Any]:
+        key = principal.key
+        return {"role": principal.role, "api_key_id": key.api_key_id if key else None,
+                "account_id": key.account_id if key else None}
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard/")
+
+    @app.middleware("http")
+    async def dashboard_headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.url.path.startswith("/dashboard"):
+            response.headers["Content-Security-Policy"] = DASHBOARD_CSP
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")
 
     app.include_router(usage.router)
     app.include_router(records.router)

@@ -87,6 +87,16 @@ def get_budget(request: Request, budget_id: str, principal: AdminOrKey) -> dict[
     return budget.as_json()
 
 
+@router.get("/v1/budgets/{budget_id}/status", summary="One budget's period, spend and projection")
+def one_budget_status(request: Request, budget_id: str, principal: AdminOrKey) -> dict[str, Any]:
+    store = request.app.state.store
+    with store.reading() as cur:
+        budget = alerts.get(cur, budget_id)
+        if not _covering(store, principal, [budget]):
+            raise Forbidden("a key may read only the budgets that cover it")
+        return alerts.status(cur, budget, now=store.clock()).as_json()
+
+
 @router.delete("/v1/budgets/{budget_id}", status_code=204, summary="Delete a budget")
 def delete_budget(request: Request, budget_id: str, _: Admin) -> Response:
     store = request.app.state.store
