@@ -21,8 +21,10 @@ from metering import budgets
 from metering.errors import BadRequest, NotFound
 from metering.pricing import from_usd, to_usd
 from metering.ratecard import format_decimal
+from metering.signing import check_secret, new_secret
 from metering.store.db import naive_utc
 from metering.store.queries import UNASSIGNED
+from metering.timewindows import zone
 
 THRESHOLD_CROSSED = "budget.threshold_crossed"
 FORECAST_EXCEEDED = "budget.forecast_exceeded"
@@ -87,8 +89,6 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
     tz = body.get("tz", "UTC")
     if not isinstance(tz, str):
         raise BadRequest("tz: must be an IANA time zone name")
-    from metering.timewindows import zone
-
     zone(tz)
     amount_text = body.get("amount")
     try:
@@ -128,12 +128,8 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest("webhook_url: must be an http:// or https:// URL")
     secret = body.get("webhook_secret")
     if secret is not None:
-        from metering.webhooks import check_secret
-
         check_secret(secret)
     elif url is not None:
-        from metering.webhooks import new_secret
-
         secret = new_secret()
     return {"scope": scope, "period": period, "tz": tz, "amount_pico": amount_pico, "basis": basis,
             "thresholds": tuple(sorted(thresholds)), "forecast": forecast, "webhook_url": url,

@@ -10,13 +10,8 @@ disables its endpoint.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import logging
 import random
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -25,34 +20,13 @@ from typing import Any
 import httpx
 
 from metering import alerts
-from metering.errors import BadRequest
+from metering.signing import sign
 
 log = logging.getLogger("metering.webhooks")
 
 # Standard Webhooks' suggested schedule after the first attempt: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 JITTER = 0.2
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def check_secret(secret: Any) -> None:
-    if not isinstance(secret, str) or not secret.startswith("whsec_"):
-        raise BadRequest("webhook_secret: must be a whsec_ secret (whsec_ + base64 of 24 to 64 random bytes)")
-    try:
-        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest("webhook_secret: the part after whsec_ is not base64") from None
-    if not 24 <= len(key) <= 64:
-        raise BadRequest("webhook_secret: must hold 24 to 64 bytes")
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
 
 
 def parse_schedule(text: str | None) -> tuple[float, ...]:
