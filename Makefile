@@ -17,7 +17,7 @@ run: $(BIN)/.installed
 	$(BIN)/metering demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check metering tests
+	$(BIN)/ruff check metering tests benchmarks
 
 test: lint
 	$(BIN)/pytest

@@ -32,12 +32,11 @@ def latencies(client: httpx.Client, path: str, n: int) -> list[float]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--quick", action="store_true", help="1,000,000 rows")
-    args = parser.parse_args()
-    rows = 1_000_000 if args.quick else args.rows
+SIZES = {"smoke": 200_000, "quick": 1_000_000, "full": 10_000_000}
+
+
+def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
+    rows = rows or SIZES[size]
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.duckdb"
         # The generated ledger covers the 30 days before now, as the server's clock sees it.
@@ -64,11 +63,23 @@ def main() -> None:
     def q(values: list[float], p: int) -> float:
         return statistics.quantiles(values, n=100)[p - 1] * 1000
 
-    print(f"ledger: {rows:,} records; the key's 3 budgets (key, account, all) with forecasts")
-    print("| scenario | p50 | p99 | reference (same run): GET /healthz p50 / p99 |")
-    print("|---|---|---|---|")
-    print(f"| GET /v1/budgets/status, sequential | {q(status, 50):.1f} ms | {q(status, 99):.1f} ms | "
-          f"{q(ref, 50):.1f} ms / {q(ref, 99):.1f} ms |")
+    return [{
+        "scenario": f"budget status (3 budgets with forecasts), {rows:,} records, sequential",
+        "figure": f"p50 {q(status, 50):.1f} ms, p99 {q(status, 99):.1f} ms",
+        "reference": f"GET /healthz: p50 {q(ref, 50):.1f} ms, p99 {q(ref, 99):.1f} ms",
+        "values": {"rows": rows, "p50_ms": q(status, 50), "p99_ms": q(status, 99),
+                   "reference_p50_ms": q(ref, 50), "reference_p99_ms": q(ref, 99)},
+    }]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="1,000,000 rows")
+    args = parser.parse_args()
+    from benchmarks.run import markdown
+
+    print(markdown(scenarios("quick" if args.quick else "full", rows=args.rows)))
 
 
 if __name__ == "__main__":

@@ -61,12 +61,11 @@ def timed(fn, repeat: int = 5) -> float:
     return statistics.median(samples)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--quick", action="store_true", help="1,000,000 rows")
-    args = parser.parse_args()
-    rows = 1_000_000 if args.quick else args.rows
+SIZES = {"smoke": 200_000, "quick": 1_000_000, "full": 10_000_000}
+
+
+def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
+    rows = rows or SIZES[size]
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.duckdb")
         store.seed_rate_card(load_rate_card(DEFAULT_RATE_CARD), source="bench")
@@ -87,12 +86,24 @@ def main() -> None:
         ours = timed(lambda: reports.daily_report(store, start="2026-10-01", end="2026-10-31", tz="UTC"))
         kolkata = timed(lambda: reports.daily_report(store, start="2026-10-01", end="2026-10-31", tz="Asia/Kolkata"))
         store.close()
-    print(f"ledger: {rows:,} records over 30 days ({rollup_rows:,} rollup rows), built in {build:.1f} s")
-    print("| scenario | figure | reference (same run) |")
-    print("|---|---|---|")
-    print(f"| daily report, 30 days, {rows:,} records (UTC) | {ours * 1000:.0f} ms | "
-          f"hand-written GROUP BY over the raw ledger: {ref * 1000:.0f} ms ({ref / ours:.1f}x slower) |")
-    print(f"| same, Asia/Kolkata days | {kolkata * 1000:.0f} ms | |")
+    return [{
+        "scenario": f"daily report, 30 days, {rows:,} records",
+        "figure": f"{ours * 1000:.0f} ms (Asia/Kolkata days: {kolkata * 1000:.0f} ms)",
+        "reference": f"one hand-written DuckDB GROUP BY over the raw ledger: {ref * 1000:.0f} ms "
+                     f"({ref / ours:.1f}x our time)",
+        "values": {"rows": rows, "rollup_rows": rollup_rows, "build_s": build, "report_ms": ours * 1000,
+                   "kolkata_ms": kolkata * 1000, "reference_ms": ref * 1000},
+    }]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="1,000,000 rows")
+    args = parser.parse_args()
+    from benchmarks.run import markdown
+
+    print(markdown(scenarios("quick" if args.quick else "full", rows=args.rows)))
 
 
 if __name__ == "__main__":
