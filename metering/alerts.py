@@ -8,12 +8,14 @@ however often evaluation runs, and a crash either keeps the alert and the decisi
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 
 import duckdb
 
@@ -76,7 +78,32 @@ def _budget(row: tuple) -> Budget:
 # --- validation and storage ------------------------------------------------------------------------
 
 
-def validate(body: dict[str, Any]) -> dict[str, Any]:
+METADATA_HOSTS = {"metadata", "metadata.google.internal", "metadata.goog", "instance-data",
+                  "instance-data.ec2.internal"}
+
+
+def check_webhook_url(url: Any, *, allow_link_local: bool = False) -> None:
+    """An http(s) URL; link-local and cloud metadata addresses are refused (they would let a budget
+    owner make the service fetch credentials) unless the deployment allows them."""
+    if not isinstance(url, str) or len(url) > 2000:
+        raise BadRequest("webhook_url: must be an http:// or https:// URL of at most 2000 characters")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest("webhook_url: must be an http:// or https:// URL with a host")
+    if allow_link_local:
+        return
+    host = parts.hostname.rstrip(".").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if host in METADATA_HOSTS or (address is not None and (
+            address.is_link_local or address == ipaddress.ip_address("fd00:ec2::254"))):
+        raise BadRequest(f"webhook_url: {host} is a link-local or metadata address; refused "
+                         "(set METERING_WEBHOOK_ALLOW_LINK_LOCAL=1 to allow it)")
+
+
+def validate(body: dict[str, Any], *, allow_link_local: bool = False) -> dict[str, Any]:
     """A BudgetCreate body -> checked values; errors name the field."""
     allowed = {"scope", "period", "tz", "amount", "basis", "thresholds", "forecast", "webhook_url", "webhook_secret"}
     unknown = sorted(set(body) - allowed)
@@ -123,9 +150,8 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(forecast, bool):
         raise BadRequest("forecast: must be true or false")
     url = body.get("webhook_url")
-    if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))
-                            or len(url) > 2000):
-        raise BadRequest("webhook_url: must be an http:// or https:// URL")
+    if url is not None:
+        check_webhook_url(url, allow_link_local=allow_link_local)
     secret = body.get("webhook_secret")
     if secret is not None:
         check_secret(secret)

@@ -22,6 +22,7 @@ ENVIRONMENT = {
                                        "(default 5,300,1800,7200,18000,36000,36000)",
     "METERING_EVALUATE_INTERVAL": "seconds between scheduled budget evaluations (default 60)",
     "METERING_ANOMALY_MIN_USD": "smallest daily spend of a key that can be an anomaly (default 1)",
+    "METERING_WEBHOOK_ALLOW_LINK_LOCAL": "1 to allow webhook URLs on link-local and cloud metadata addresses",
 }
 
 
@@ -43,6 +44,7 @@ class Settings:
     webhook_retry_schedule: str | None = None
     evaluate_interval: float = 60.0
     anomaly_min_usd: str = "1"
+    webhook_allow_link_local: bool = False
     evaluate_on_ingest: bool = True  # tests that drive evaluation by hand turn this off
 
     @classmethod
@@ -58,6 +60,7 @@ class Settings:
             "webhook_retry_schedule": env.get("METERING_WEBHOOK_RETRY_SCHEDULE") or None,
             "evaluate_interval": float(env.get("METERING_EVALUATE_INTERVAL") or 60),
             "anomaly_min_usd": env.get("METERING_ANOMALY_MIN_USD") or "1",
+            "webhook_allow_link_local": env.get("METERING_WEBHOOK_ALLOW_LINK_LOCAL", "") in ("1", "true", "yes"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

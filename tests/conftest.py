@@ -136,7 +136,9 @@ def free_port() -> int:
 class Server:
     """`metering serve` in a subprocess on 127.0.0.1."""
 
-    def __init__(self, db: Path, *, port: int | None = None, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, db: Path, *, port: int | None = None, extra_env: dict[str, str] | None = None,
+                 log_level: str = "warning") -> None:
+        self.log_level = log_level
         self.db = db
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -149,7 +151,7 @@ class Server:
         with self.log.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "metering.cli", "serve", "--db", str(self.db), "--port", str(self.port),
-                 "--log-level", "warning"],
+                 "--log-level", self.log_level],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout

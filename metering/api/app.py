@@ -44,6 +44,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None
+        app.state.settings = settings
         app.state.store = store if store is not None else open_store(settings)
         app.state.tokens = TokenCheck(
             admin_token=settings.admin_token, ingest_token=settings.ingest_token, store=app.state.store

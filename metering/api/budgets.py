@@ -34,7 +34,7 @@ def _covering(store: Any, principal: Principal, budgets: list[alerts.Budget]) ->
 def create_budget(request: Request, _: Admin,
                   body: Annotated[dict[str, Any], Body(examples=[_EXAMPLE])]) -> JSONResponse:
     store = request.app.state.store
-    values = alerts.validate(body)
+    values = alerts.validate(body, allow_link_local=request.app.state.settings.webhook_allow_link_local)
     budget = store.writer.call(lambda con: alerts.create(con, values, now=store.clock()))
     out = budget.as_json()
     if "webhook_secret" not in body and budget.webhook_secret:

@@ -20,33 +20,63 @@ def new_rate() -> dict:
 
 
 _ids = itertools.count(1)
+ALL = {"admin": 200, "ingest": 200, "key_a": 200, "key_b": 200, "none": 200, "wrong": 200}
 ROUTES = [
-    # (method, path, body factory, {role: expected status}); roles not named get 403, none/wrong get 401
-    ("GET", "/healthz", None, {"admin": 200, "ingest": 200, "key_a": 200, "key_b": 200, "none": 200, "wrong": 200}),
-    ("POST", "/v1/usage", lambda: record(f"auth-{next(_ids)}"), {"admin": 200, "ingest": 200}),
-    ("GET", "/v1/usage", None, {"admin": 200, "key_a": 200, "key_b": 200}),
-    ("GET", "/v1/usage?api_key_id=key-a", None, {"admin": 200, "key_a": 200}),
-    ("GET", "/v1/usage?api_key_id=key-b", None, {"admin": 200, "key_b": 200}),
-    ("GET", "/v1/keys", None, {"admin": 200}),
-    ("POST", "/v1/keys", lambda: {"api_key_id": f"k-{next(_ids)}", "account_id": "a"}, {"admin": 201}),
-    ("GET", "/v1/rates", None, {"admin": 200}),  # a key reads its own data, "nothing else"
-    ("POST", "/v1/rates", new_rate, {"admin": 201}),
-    ("GET", "/v1/unpriced", None, {"admin": 200}),
-    ("GET", "/v1/records/seed-a", None, {"admin": 200, "key_a": 200}),
+    # (method, route template, concrete path, body factory, {role: status}); roles not named get 403,
+    # and no token or an unknown one gets 401.
+    ("GET", "/healthz", "/healthz", None, ALL),
+    ("GET", "/v1/me", "/v1/me", None, {"admin": 200, "ingest": 200, "key_a": 200, "key_b": 200}),
+    ("POST", "/v1/usage", "/v1/usage", lambda: record(f"auth-{next(_ids)}"), {"admin": 200, "ingest": 200}),
+    ("GET", "/v1/usage", "/v1/usage", None, {"admin": 200, "key_a": 200, "key_b": 200}),
+    ("GET", "/v1/usage", "/v1/usage?api_key_id=key-a", None, {"admin": 200, "key_a": 200}),
+    ("GET", "/v1/usage", "/v1/usage?api_key_id=key-b", None, {"admin": 200, "key_b": 200}),
+    ("GET", "/v1/keys", "/v1/keys", None, {"admin": 200}),
+    ("POST", "/v1/keys", "/v1/keys", lambda: {"api_key_id": f"k-{next(_ids)}", "account_id": "a"}, {"admin": 201}),
+    ("GET", "/v1/rates", "/v1/rates", None, {"admin": 200}),  # a key reads its own data, "nothing else"
+    ("POST", "/v1/rates", "/v1/rates", new_rate, {"admin": 201}),
+    ("GET", "/v1/unpriced", "/v1/unpriced", None, {"admin": 200}),
+    ("GET", "/v1/records/{request_id}", "/v1/records/seed-a", None, {"admin": 200, "key_a": 200}),
+    ("GET", "/v1/reports/daily", "/v1/reports/daily", None, {"admin": 200}),
+    ("GET", "/v1/reports/statement", "/v1/reports/statement?account=acct-1&month=2026-11", None, {"admin": 200}),
+    ("GET", "/v1/reports/focus", "/v1/reports/focus?start=2026-11-01&end=2026-11-26", None, {"admin": 200}),
+    ("POST", "/v1/reprice", "/v1/reprice", lambda: {"start": "2026-11-01", "end": "2026-12-01", "dry_run": True},
+     {"admin": 200}),
+    ("GET", "/v1/reprice", "/v1/reprice", None, {"admin": 200}),
+    ("POST", "/v1/budgets", "/v1/budgets", lambda: {"scope": {"all": True}, "amount": "5"}, {"admin": 201}),
+    ("GET", "/v1/budgets", "/v1/budgets", None, {"admin": 200, "key_a": 200, "key_b": 200}),
+    ("GET", "/v1/budgets/status", "/v1/budgets/status?api_key_id=key-a", None, {"admin": 200, "key_a": 200}),
+    ("POST", "/v1/budgets/check", "/v1/budgets/check", None, {"admin": 200}),
+    ("GET", "/v1/budgets/{budget_id}", "/v1/budgets/{budget_a}", None, {"admin": 200, "key_a": 200}),
+    ("GET", "/v1/budgets/{budget_id}/status", "/v1/budgets/{budget_a}/status", None, {"admin": 200, "key_a": 200}),
+    ("DELETE", "/v1/budgets/{budget_id}", "/v1/budgets/{budget_a}", None, {"admin": 204}),
+    ("GET", "/v1/alerts", "/v1/alerts", None, {"admin": 200, "key_a": 200, "key_b": 200}),
 ]
-CASES = [(m, p, b, role, expected.get(role, 401 if role in ("none", "wrong") else 403))
-         for m, p, b, expected in ROUTES for role in TOKENS]
+CASES = [(m, path, b, role, expected.get(role, 401 if role in ("none", "wrong") else 403))
+         for m, _, path, b, expected in ROUTES for role in TOKENS]
 
 
 @pytest.mark.parametrize(("method", "path", "body", "role", "status"), CASES,
                          ids=[f"{c[0]} {c[1]} as {c[3]}" for c in CASES])
 def test_route_and_role(client, two_keys, method, path, body, role, status):
     client.post("/v1/usage", json=record("seed-a", api_key_id="key-a"), headers=auth(INGEST))
+    budget = client.post("/v1/budgets", json={"scope": {"api_key_id": "key-a"}, "amount": "5"}, headers=auth(ADMIN))
+    path = path.replace("{budget_a}", budget.json()["id"])
     headers = auth(TOKENS[role]) if TOKENS[role] else {}
     r = client.request(method, path, json=body() if body else None, headers=headers)
     assert r.status_code == status, r.text
     if status >= 400:
         assert set(r.json()) == {"error"} and set(r.json()["error"]) == {"code", "message"}
+
+
+def test_every_route_of_the_app_has_an_auth_rule_in_this_table(client):
+    """A new route without a row above fails here."""
+    from fastapi.routing import APIRoute
+
+    covered = {(m, template) for m, template, *_ in ROUTES}
+    for route in client.app.routes:
+        if isinstance(route, APIRoute) and route.include_in_schema:
+            for method in route.methods - {"HEAD"}:
+                assert (method, route.path) in covered, f"{method} {route.path} has no auth rule in ROUTES"
 
 
 def test_key_a_never_sees_key_b_figures(client, two_keys):
