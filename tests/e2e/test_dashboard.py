@@ -47,6 +47,9 @@ def served(tmp_path_factory):
     build = subprocess.run([sys.executable, "-m", "metering.cli", "demo", "--db", str(db), "--days", "21",
                             "--no-serve", "--quiet"], env=env, capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr
+    again = subprocess.run([sys.executable, "-m", "metering.cli", "demo", "--db", str(db), "--no-serve", "--quiet"],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "reusing" in again.stdout  # running it again reuses the data
     server = Server(db).start()
     yield server
     server.stop()
