@@ -18,7 +18,7 @@ import httpx
 from benchmarks.reports import FILL
 from metering import alerts
 from metering.store.db import Store
-from metering.store.writer import _UPDATE_ROLLUP
+from metering.store.writer import ROLLUP_UPSERT
 from tests.conftest import ADMIN, Server
 
 
@@ -46,7 +46,7 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
                 store.writer.call(lambda con, lo=lo: con.execute(
                     FILL, {"lo": lo, "hi": min(lo + 5_000_000, rows), "base": base}))
             store.writer.call(lambda con: con.execute(
-                "CREATE TEMP VIEW rollup_batch AS SELECT * FROM ledger; " + _UPDATE_ROLLUP + "; DROP VIEW rollup_batch"))
+                ROLLUP_UPSERT.format(source="ledger")))
             store.add_key(api_key_id="key-0", account_id="acct-0", name=None, secret_sha256="0" * 64)
             for scope in ({"api_key_id": "key-0"}, {"account_id": "acct-0"}, {"all": True}):
                 values = alerts.validate({"scope": scope, "amount": "1000", "forecast": True})

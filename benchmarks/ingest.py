@@ -82,9 +82,9 @@ def arrow_reference(records: list[dict], batch: int = 1000) -> float:
                             [None] * len(parsed[i:i + batch]), 0) for i in range(0, len(parsed), batch)]
     with tempfile.TemporaryDirectory() as tmp:
         con = duckdb.connect(str(Path(tmp) / "ref.duckdb"))
-        from metering.store.db import migrations
+        from metering.store.db import migrate
 
-        con.execute(next(sql for _, name, sql in migrations() if name.startswith("001")))
+        migrate(con, now=NOW)
         started = time.perf_counter()
         for table in tables:
             con.register("t", table)

@@ -19,7 +19,7 @@ from metering import reports
 from metering.ratecard import load_rate_card
 from metering.settings import DEFAULT_RATE_CARD
 from metering.store.db import Store
-from metering.store.writer import _UPDATE_ROLLUP
+from metering.store.writer import ROLLUP_UPSERT
 
 FILL = """
 INSERT INTO ledger
@@ -30,7 +30,7 @@ SELECT 'req-' || i,
        ['minimax-m2-7', 'minimax-m2-7', 'model-b'][1 + (hash(i, 3) % 3)::INT],
        ['chat.completions', 'responses', 'messages'][1 + (hash(i, 4) % 3)::INT],
        inp, cached, 0, outp, think, 0, NULL,
-       1, inp::BIGINT * 150000 + outp::BIGINT * 600000, inp::BIGINT * 300000 + outp::BIGINT * 1200000, hash(i)
+       1, inp::BIGINT * 150000 + outp::BIGINT * 600000, inp::BIGINT * 300000 + outp::BIGINT * 1200000, hash(i), NULL
 FROM (
     SELECT i,
            floor(exp((hash(i, 5) % 1000) / 1000.0 * 9))::INT AS inp,
@@ -74,7 +74,7 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
             store.writer.call(lambda con, lo=lo: con.execute(FILL, {"lo": lo, "hi": min(lo + 5_000_000, rows),
                                                                    "base": "2026-10-01"}))
         store.writer.call(lambda con: con.execute(
-            "CREATE TEMP VIEW rollup_batch AS SELECT * FROM ledger; " + _UPDATE_ROLLUP + "; DROP VIEW rollup_batch"))
+            ROLLUP_UPSERT.format(source="ledger")))
         build = time.perf_counter() - t0
         with store.reading() as cur:
             (rollup_rows,) = cur.execute("SELECT count(*) FROM usage_rollup").fetchall()[0]

@@ -204,13 +204,13 @@ def _spend_source(budget: Budget) -> tuple[str, str, list[Any]]:
         return (f"SELECT occurred_at AS ts, {column} AS pico FROM ledger WHERE tags[?] = ?", "ts",  # noqa: S608
                 [budget.scope.tag_name, budget.scope.value])
     if budget.scope.kind == "api_key":
-        return (f"SELECT bucket_start AS ts, {column} AS pico FROM usage_rollup WHERE api_key_id = ?", "ts",  # noqa: S608
+        return (f"SELECT bucket_start AS ts, {column} AS pico FROM usage_rollup_live WHERE api_key_id = ?", "ts",  # noqa: S608
                 [budget.scope.value])
     if budget.scope.kind == "account":
-        return (f"SELECT bucket_start AS ts, {column} AS pico FROM usage_rollup r "  # noqa: S608
+        return (f"SELECT bucket_start AS ts, {column} AS pico FROM usage_rollup_live r "  # noqa: S608
                 f"LEFT JOIN api_keys k USING (api_key_id) WHERE coalesce(k.account_id, '{UNASSIGNED}') = ?", "ts",
                 [budget.scope.value])
-    return f"SELECT bucket_start AS ts, {column} AS pico FROM usage_rollup WHERE true", "ts", []  # noqa: S608
+    return f"SELECT bucket_start AS ts, {column} AS pico FROM usage_rollup_live WHERE true", "ts", []  # noqa: S608
 
 
 def spend(cur: duckdb.DuckDBPyConnection, budget: Budget, start: datetime, end: datetime) -> int:
@@ -334,7 +334,7 @@ def _anomalies(con: duckdb.DuckDBPyConnection, *, now: datetime, keys: dict[str,
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=budgets.ANOMALY_DAYS)
     rows = con.execute(
-        "SELECT api_key_id, bucket_start::DATE AS day, sum(cost_pico) FROM usage_rollup "
+        "SELECT api_key_id, bucket_start::DATE AS day, sum(cost_pico) FROM usage_rollup_live "
         "WHERE bucket_start >= ? AND bucket_start < ? GROUP BY ALL",
         [datetime(first.year, first.month, first.day), datetime(today.year, today.month, today.day) + timedelta(days=1)],
     ).fetchall()

@@ -131,10 +131,10 @@ def _budgets(store: Store, now: datetime) -> None:
     with store.reading() as cur:
         month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).replace(tzinfo=None)
         spent = dict(cur.execute(
-            "SELECT coalesce(k.account_id, 'unassigned'), sum(cost_pico) FROM usage_rollup r "
+            "SELECT coalesce(k.account_id, 'unassigned'), sum(cost_pico) FROM usage_rollup_live r "
             "LEFT JOIN api_keys k USING (api_key_id) WHERE bucket_start >= ? GROUP BY ALL", [month_start]).fetchall())
         key_spent = dict(cur.execute(
-            "SELECT api_key_id, sum(cost_pico) FROM usage_rollup WHERE bucket_start >= ? GROUP BY ALL",
+            "SELECT api_key_id, sum(cost_pico) FROM usage_rollup_live WHERE bucket_start >= ? GROUP BY ALL",
             [month_start]).fetchall())
     specs = [
         ({"account_id": "acme"}, "month", int(spent.get("acme", 10**12) * 1.4), True),

@@ -20,8 +20,11 @@ def reprice(store: Any, *, start: str, end: str, tz: str = "UTC", dry_run: bool)
             result = repricing.preview(cur, store.card, start=start_at, end=end_at)
         result.pop("_raw")
         return {"dry_run": True, **result}
-    result = store.writer.call(
-        lambda con: repricing.apply(con, store.card, start=start_at, end=end_at, now=store.clock()))
+    def run(con: Any) -> dict[str, Any]:
+        store.writer.flush(con)  # the rollup refresh in apply() recomputes rolled-up cells only
+        return repricing.apply(con, store.card, start=start_at, end=end_at, now=store.clock())
+
+    result = store.writer.call(run)
     return {"dry_run": False, **result}
 
 

@@ -132,7 +132,7 @@ def _usage_sql(
     use_rollup = not force_ledger and not group_by.needs_ledger and aligned(boundaries, ROLLUP_SECONDS)
     slots = slot_table(buckets) if use_rollup else None
     ts, source, measures = (
-        ("bucket_start", "usage_rollup", _ROLLUP_MEASURES) if use_rollup
+        ("bucket_start", "usage_rollup_live", _ROLLUP_MEASURES) if use_rollup
         else ("occurred_at", "ledger", _LEDGER_MEASURES)
     )
     tables = {"usage_slots": slots} if slots is not None else {"usage_buckets": bucket_table(buckets)}
@@ -237,7 +237,7 @@ def unpriced(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Models with unpriced usage, from the rollup."""
     rows = cur.execute("""
         SELECT model, sum(unpriced_requests), min(bucket_start), max(bucket_start)
-        FROM usage_rollup WHERE unpriced_requests > 0
+        FROM usage_rollup_live WHERE unpriced_requests > 0
         GROUP BY model ORDER BY model
     """).fetchall()
     return [

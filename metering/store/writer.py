@@ -9,8 +9,10 @@ acknowledged record is durable.
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -18,10 +20,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from metering.pricing import CostOverflow, total_pico, unit_prices
 from metering.records import UsageRecord, epoch_micros
+
+log = logging.getLogger("metering.writer")
 
 if TYPE_CHECKING:
     from metering.store.db import Store
@@ -71,12 +74,13 @@ LEDGER_SCHEMA = pa.schema([
     ("cost_pico", pa.int64()),
     ("list_cost_pico", pa.int64()),
     ("fingerprint", pa.uint64()),
+    ("seq", pa.int64()),
 ])
 
 _INSERT_LEDGER = (
     "INSERT OR IGNORE INTO ledger BY NAME SELECT * FROM ingest_batch RETURNING request_id"
 )
-_UPDATE_ROLLUP = """
+ROLLUP_UPSERT = """
 INSERT INTO usage_rollup
 SELECT time_bucket(INTERVAL 15 MINUTE, occurred_at) AS bucket_start,
        api_key_id, model, coalesce(endpoint, '') AS endpoint,
@@ -84,7 +88,7 @@ SELECT time_bucket(INTERVAL 15 MINUTE, occurred_at) AS bucket_start,
        sum(output_tokens), coalesce(sum(thinking_tokens), 0), sum(web_search_requests),
        coalesce(sum(cost_pico), 0), coalesce(sum(list_cost_pico), 0),
        count(*) FILTER (WHERE rate_version_id IS NULL)
-FROM rollup_batch
+FROM {source}
 GROUP BY ALL
 ON CONFLICT DO UPDATE SET
     requests = requests + excluded.requests,
@@ -98,6 +102,10 @@ ON CONFLICT DO UPDATE SET
     list_cost_pico = list_cost_pico + excluded.list_cost_pico,
     unpriced_requests = unpriced_requests + excluded.unpriced_requests
 """
+_FLUSH = ROLLUP_UPSERT.format(
+    source="(SELECT * FROM ledger WHERE seq > (SELECT watermark FROM rollup_state) AND seq <= $hi)")
+FLUSH_RECORDS = 50_000  # roll up at least this often (in records) ...
+FLUSH_SECONDS = 1.0  # ... and this often (in seconds) while anything is pending
 
 
 class Writer:
@@ -107,6 +115,9 @@ class Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._con = store.cursor()
         self._held: Any = None
+        self._seq = int(self._con.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchall()[0][0])
+        self._unflushed = 0
+        self._last_flush = time.monotonic()
         self.groups_committed = 0
         self._listeners: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="metering-writer", daemon=True)
@@ -145,12 +156,33 @@ class Writer:
         if self._held is not None:
             item, self._held = self._held, None
             return item
-        return self._queue.get()
+        while True:
+            try:
+                return self._queue.get(timeout=FLUSH_SECONDS)
+            except queue.Empty:
+                self._maybe_flush()
+
+    def flush(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Bring the rollup up to date, inside the caller's transaction on the writer thread."""
+        con.execute(_FLUSH, {"hi": self._seq})
+        con.execute("UPDATE rollup_state SET watermark = ?", [self._seq])
+        self._unflushed = 0
+        self._last_flush = time.monotonic()
+
+    def _maybe_flush(self, *, force: bool = False) -> None:
+        due = self._unflushed >= FLUSH_RECORDS or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+        if self._unflushed and (due or force):
+            def work() -> list:
+                self.flush(self._con)
+                return []  # no requests wait on a background flush
+
+            self._transaction([], work)
 
     def _run(self) -> None:
         while True:
             item = self._next()
             if item is _STOP:
+                self._maybe_flush(force=True)
                 return
             if isinstance(item, _Call):
                 self._transaction([item], lambda fn=item.fn: [fn(self._con)])
@@ -171,6 +203,7 @@ class Writer:
             self.groups_committed += 1
             for listener in self._listeners:
                 listener()
+            self._maybe_flush()
 
     def _transaction(self, items: list, work: Callable[[], list]) -> None:
         try:
@@ -180,6 +213,8 @@ class Writer:
         except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
                 self._con.execute("ROLLBACK")
+            if not items:
+                log.exception("background write failed")
             for item in items:
                 item.future.set_exception(exc)
             return
@@ -215,22 +250,16 @@ class Writer:
 
         inserted: set[str] = set()
         if candidates:
+            first_seq = self._seq + 1
+            self._seq += len(candidates)
             batch = _ledger_table([flat[p] for p in candidates], [fingerprints[p] for p in candidates],
-                                  [priced.get(p) for p in candidates], received_at)
+                                  [priced.get(p) for p in candidates], received_at, first_seq)
             self._con.register("ingest_batch", batch)
             try:
                 inserted = {row[0] for row in self._con.execute(_INSERT_LEDGER).fetchall()}
             finally:
                 self._con.unregister("ingest_batch")
-            if inserted:
-                rollup = batch if len(inserted) == len(candidates) else batch.filter(
-                    pc.is_in(batch["request_id"], value_set=pa.array(list(inserted), pa.string()))
-                )
-                self._con.register("rollup_batch", rollup)
-                try:
-                    self._con.execute(_UPDATE_ROLLUP)
-                finally:
-                    self._con.unregister("rollup_batch")
+            self._unflushed += len(inserted)
 
         # The fingerprint each request_id now has in the ledger, for those not inserted just now.
         stored: dict[str, int] = {}
@@ -269,7 +298,7 @@ class Writer:
 
 
 def _ledger_table(records: list[UsageRecord], fingerprints: list[int], priced: list[tuple | None],
-                  received_at: int) -> pa.Table:
+                  received_at: int, first_seq: int | None = None) -> pa.Table:
     """Records and their prices (version id, cost, list cost) -> an Arrow table of ledger rows."""
     unpriced = (None, None, None)
     prices = [p or unpriced for p in priced]
@@ -291,6 +320,7 @@ def _ledger_table(records: list[UsageRecord], fingerprints: list[int], priced: l
         "cost_pico": [p[1] for p in prices],
         "list_cost_pico": [p[2] for p in prices],
         "fingerprint": fingerprints,
+        "seq": list(range(first_seq, first_seq + len(records))) if first_seq is not None else [None] * len(records),
     }
     arrays = []
     for f in LEDGER_SCHEMA:

@@ -89,7 +89,7 @@ def test_random_sigkills_lose_nothing_and_repeat_no_alert(server_factory, tmp_pa
     con = duckdb.connect(str(server.db), read_only=True)
     stored = Counter(row[0] for row in con.execute("SELECT request_id FROM ledger").fetchall())
     ledger_requests, ledger_cost = con.execute("SELECT count(*), sum(cost_pico) FROM ledger").fetchall()[0]
-    rollup_requests, rollup_cost = con.execute("SELECT sum(requests), sum(cost_pico) FROM usage_rollup").fetchall()[0]
+    rollup_requests, rollup_cost = con.execute("SELECT sum(requests), sum(cost_pico) FROM usage_rollup_live").fetchall()[0]
     con.close()
     assert not [i for i in acked if i not in stored], "acknowledged records were lost"
     assert max(stored.values()) == 1
