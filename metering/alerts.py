@@ -25,7 +25,7 @@ from metering.pricing import from_usd, to_usd
 from metering.ratecard import format_decimal
 from metering.signing import check_secret, new_secret
 from metering.store.db import naive_utc
-from metering.store.queries import UNASSIGNED
+from metering.store.queries import UNASSIGNED, live_rollup
 from metering.timewindows import zone
 
 THRESHOLD_CROSSED = "budget.threshold_crossed"
@@ -196,7 +196,7 @@ def delete(con: duckdb.DuckDBPyConnection, budget_id: str, *, now: datetime) -> 
 # --- spend ---------------------------------------------------------------------------------------------
 
 
-def _spend_source(budget: Budget) -> tuple[str, str, list[Any]]:
+def _spend_source(budget: Budget, live: str) -> tuple[str, str, list[Any]]:
     """(FROM ... WHERE filter, timestamp column, params) for a budget's scope; money column by basis.
     Identifiers come from fixed choices; values are bound."""
     column = "cost_pico" if budget.basis == "cost" else "list_cost_pico"
@@ -204,23 +204,23 @@ def _spend_source(budget: Budget) -> tuple[str, str, list[Any]]:
         return (f"SELECT occurred_at AS ts, {column} AS pico FROM ledger WHERE tags[?] = ?", "ts",  # noqa: S608
                 [budget.scope.tag_name, budget.scope.value])
     if budget.scope.kind == "api_key":
-        return (f"SELECT bucket_start AS ts, {column} AS pico FROM usage_rollup_live WHERE api_key_id = ?", "ts",  # noqa: S608
+        return (f"SELECT bucket_start AS ts, {column} AS pico FROM {live} WHERE api_key_id = ?", "ts",  # noqa: S608
                 [budget.scope.value])
     if budget.scope.kind == "account":
-        return (f"SELECT bucket_start AS ts, {column} AS pico FROM usage_rollup_live r "  # noqa: S608
+        return (f"SELECT bucket_start AS ts, {column} AS pico FROM {live} r "  # noqa: S608
                 f"LEFT JOIN api_keys k USING (api_key_id) WHERE coalesce(k.account_id, '{UNASSIGNED}') = ?", "ts",
                 [budget.scope.value])
-    return f"SELECT bucket_start AS ts, {column} AS pico FROM usage_rollup_live WHERE true", "ts", []  # noqa: S608
+    return f"SELECT bucket_start AS ts, {column} AS pico FROM {live} WHERE true", "ts", []  # noqa: S608
 
 
 def spend(cur: duckdb.DuckDBPyConnection, budget: Budget, start: datetime, end: datetime) -> int:
-    source, ts, params = _spend_source(budget)
+    source, ts, params = _spend_source(budget, live_rollup(cur))
     sql = f"SELECT coalesce(sum(pico), 0) FROM ({source}) s WHERE {ts} >= ? AND {ts} < ?"  # noqa: S608
     return int(cur.execute(sql, [*params, naive_utc(start), naive_utc(end)]).fetchall()[0][0])
 
 
 def hourly_spend(cur: duckdb.DuckDBPyConnection, budget: Budget, start: datetime, end: datetime) -> dict[datetime, int]:
-    source, ts, params = _spend_source(budget)
+    source, ts, params = _spend_source(budget, live_rollup(cur))
     sql = (f"SELECT date_trunc('hour', {ts}) AS h, coalesce(sum(pico), 0) FROM ({source}) s "  # noqa: S608
            f"WHERE {ts} >= ? AND {ts} < ? GROUP BY h")
     rows = cur.execute(sql, [*params, naive_utc(start), naive_utc(end)]).fetchall()
@@ -260,7 +260,7 @@ def status(cur: duckdb.DuckDBPyConnection, budget: Budget, *, now: datetime, wit
     # the period's end; the period's spend is the sum of its part (period bounds fall on 15-minute
     # rollup boundaries, so hours that straddle them are split exactly by the slot filter).
     history_start = budgets.utc_hour(now) - timedelta(days=budgets.PROFILE_DAYS)
-    source, ts, params = _spend_source(budget)
+    source, ts, params = _spend_source(budget, live_rollup(cur))
     sql = (f"SELECT date_trunc('hour', {ts}) AS h, coalesce(sum(pico) FILTER (WHERE {ts} >= ?), 0), "  # noqa: S608
            f"coalesce(sum(pico), 0) FROM ({source}) s WHERE {ts} >= ? AND {ts} < ? GROUP BY h")
     rows = cur.execute(sql, [naive_utc(start), *params, naive_utc(min(start, history_start)),
@@ -334,7 +334,7 @@ def _anomalies(con: duckdb.DuckDBPyConnection, *, now: datetime, keys: dict[str,
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=budgets.ANOMALY_DAYS)
     rows = con.execute(
-        "SELECT api_key_id, bucket_start::DATE AS day, sum(cost_pico) FROM usage_rollup_live "
+        f"SELECT api_key_id, bucket_start::DATE AS day, sum(cost_pico) FROM {live_rollup(con)} "  # noqa: S608
         "WHERE bucket_start >= ? AND bucket_start < ? GROUP BY ALL",
         [datetime(first.year, first.month, first.day), datetime(today.year, today.month, today.day) + timedelta(days=1)],
     ).fetchall()

@@ -20,6 +20,7 @@ from metering import alerts
 from metering.ratecard import parse_version
 from metering.records import parse_record
 from metering.store.db import Store, sha256_hex
+from metering.store.queries import live_rollup
 
 ACCOUNTS = ["acme", "globex", "initech", "umbrella", "hooli"]
 KEYS = [f"key-{i:02d}" for i in range(1, 21)]
@@ -129,12 +130,13 @@ def _poisson(rng: random.Random, lam: float) -> int:
 def _budgets(store: Store, now: datetime) -> None:
     """A few budgets sized from the month so far, so the view has something to show."""
     with store.reading() as cur:
+        live = live_rollup(cur)
         month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).replace(tzinfo=None)
         spent = dict(cur.execute(
-            "SELECT coalesce(k.account_id, 'unassigned'), sum(cost_pico) FROM usage_rollup_live r "
+            f"SELECT coalesce(k.account_id, 'unassigned'), sum(cost_pico) FROM {live} r "  # noqa: S608
             "LEFT JOIN api_keys k USING (api_key_id) WHERE bucket_start >= ? GROUP BY ALL", [month_start]).fetchall())
         key_spent = dict(cur.execute(
-            "SELECT api_key_id, sum(cost_pico) FROM usage_rollup_live WHERE bucket_start >= ? GROUP BY ALL",
+            f"SELECT api_key_id, sum(cost_pico) FROM {live} WHERE bucket_start >= ? GROUP BY ALL",  # noqa: S608
             [month_start]).fetchall())
     specs = [
         ({"account_id": "acme"}, "month", int(spent.get("acme", 10**12) * 1.4), True),

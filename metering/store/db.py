@@ -164,10 +164,14 @@ class Store:
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor inside one read transaction: every query in the block sees the same snapshot."""
         cur = self.cursor()
         try:
+            cur.execute("BEGIN TRANSACTION")
             yield cur
         finally:
+            with contextlib.suppress(duckdb.Error):
+                cur.execute("ROLLBACK")
             cur.close()
 
     # --- rate card -----------------------------------------------------------------------------

@@ -93,6 +93,14 @@ class Row:
     list_cost_pico: int
 
 
+def live_rollup(cur: duckdb.DuckDBPyConnection) -> str:
+    """The live rollup (rolled-up cells plus the ledger's unrolled tail) as a FROM item. Call it in
+    the same transaction as the query that uses it (Store.reading() opens one), so the watermark
+    and the tables it splits agree."""
+    (watermark,) = cur.execute("SELECT watermark FROM rollup_state").fetchall()[0]
+    return f"usage_rollup_at({int(watermark)})"
+
+
 def bucket_table(buckets: list[tuple[datetime, datetime]]) -> pa.Table:
     return pa.table({
         "idx": pa.array(range(len(buckets)), pa.int32()),
@@ -122,7 +130,7 @@ def slot_table(buckets: list[tuple[datetime, datetime]]) -> pa.Table | None:
 
 def _usage_sql(
     buckets: list[tuple[datetime, datetime]], group_by: GroupBy, api_key_id: str | None, account_id: str | None,
-    force_ledger: bool,
+    force_ledger: bool, live: str,
 ) -> tuple[str, dict[str, Any], dict[str, pa.Table]]:
     """SQL summing usage per bucket (`idx`) and group (`g0`, `g1`, ...), and the tables it needs
     registered. Uses the 15-minute rollup when every bucket boundary falls on a rollup boundary
@@ -132,7 +140,7 @@ def _usage_sql(
     use_rollup = not force_ledger and not group_by.needs_ledger and aligned(boundaries, ROLLUP_SECONDS)
     slots = slot_table(buckets) if use_rollup else None
     ts, source, measures = (
-        ("bucket_start", "usage_rollup_live", _ROLLUP_MEASURES) if use_rollup
+        ("bucket_start", live, _ROLLUP_MEASURES) if use_rollup
         else ("occurred_at", "ledger", _LEDGER_MEASURES)
     )
     tables = {"usage_slots": slots} if slots is not None else {"usage_buckets": bucket_table(buckets)}
@@ -191,7 +199,7 @@ def usage(
     force_ledger: bool = False,
 ) -> list[Row]:
     """Sums per bucket and group, as Python rows (for the JSON API)."""
-    sql, params, tables = _usage_sql(buckets, group_by, api_key_id, account_id, force_ledger)
+    sql, params, tables = _usage_sql(buckets, group_by, api_key_id, account_id, force_ledger, live_rollup(cur))
     with _registered(cur, tables):
         rows = cur.execute(sql, params).fetchall()
     n = len(group_by.fields)
@@ -218,7 +226,7 @@ def usage_arrow(
 ) -> pa.Table:
     """The same sums as an Arrow table: `bucket`, the group fields by name, the counts, and
     `cost` / `list_cost` as DECIMAL(38, 12) USD (exact)."""
-    sql, params, tables = _usage_sql(buckets, group_by, api_key_id, account_id, False)
+    sql, params, tables = _usage_sql(buckets, group_by, api_key_id, account_id, False, live_rollup(cur))
     names = [f"g{i}" for i in range(len(group_by.fields))]
     renamed = ", ".join(f'{g} AS "{field}"' for g, field in zip(names, group_by.fields, strict=True))
     wrapped = f"""
@@ -235,11 +243,11 @@ def usage_arrow(
 
 def unpriced(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Models with unpriced usage, from the rollup."""
-    rows = cur.execute("""
+    rows = cur.execute(f"""
         SELECT model, sum(unpriced_requests), min(bucket_start), max(bucket_start)
-        FROM usage_rollup_live WHERE unpriced_requests > 0
+        FROM {live_rollup(cur)} WHERE unpriced_requests > 0
         GROUP BY model ORDER BY model
-    """).fetchall()
+    """).fetchall()  # noqa: S608 (the FROM item is built from an integer)
     return [
         {"model": model, "requests": int(n), "first_bucket": first, "last_bucket": last}
         for model, n, first, last in rows
