@@ -15,10 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.reports import FILL
+from benchmarks.reports import build_ledger
 from metering import alerts
 from metering.store.db import Store
-from metering.store.writer import ROLLUP_UPSERT
 from tests.conftest import ADMIN, Server
 
 
@@ -42,11 +41,7 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
         # The generated ledger covers the 30 days before now, as the server's clock sees it.
         base = (datetime.now(UTC) - timedelta(days=30)).replace(tzinfo=None).isoformat()
         with Store(db) as store:
-            for lo in range(0, rows, 5_000_000):
-                store.writer.call(lambda con, lo=lo: con.execute(
-                    FILL, {"lo": lo, "hi": min(lo + 5_000_000, rows), "base": base}))
-            store.writer.call(lambda con: con.execute(
-                ROLLUP_UPSERT.format(source="ledger")))
+            build_ledger(store, rows, base)
             store.add_key(api_key_id="key-0", account_id="acct-0", name=None, secret_sha256="0" * 64)
             for scope in ({"api_key_id": "key-0"}, {"account_id": "acct-0"}, {"all": True}):
                 values = alerts.validate({"scope": scope, "amount": "1000", "forecast": True})

@@ -52,6 +52,14 @@ GROUP BY ALL
 """
 
 
+def build_ledger(store: Store, rows: int, base: str) -> None:
+    """Fill the ledger with `rows` generated records from `base` on (30 days), then roll it up."""
+    for lo in range(0, rows, 5_000_000):
+        store.writer.call(lambda con, lo=lo: con.execute(FILL, {"lo": lo, "hi": min(lo + 5_000_000, rows),
+                                                               "base": base}))
+    store.writer.call(lambda con: con.execute(ROLLUP_UPSERT.format(source="ledger")))
+
+
 def timed(fn, repeat: int = 5) -> float:
     samples = []
     for _ in range(repeat):
@@ -70,11 +78,7 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
         store = Store(Path(tmp) / "bench.duckdb")
         store.seed_rate_card(load_rate_card(DEFAULT_RATE_CARD), source="bench")
         t0 = time.perf_counter()
-        for lo in range(0, rows, 5_000_000):
-            store.writer.call(lambda con, lo=lo: con.execute(FILL, {"lo": lo, "hi": min(lo + 5_000_000, rows),
-                                                                   "base": "2026-10-01"}))
-        store.writer.call(lambda con: con.execute(
-            ROLLUP_UPSERT.format(source="ledger")))
+        build_ledger(store, rows, "2026-10-01")
         build = time.perf_counter() - t0
         with store.reading() as cur:
             (rollup_rows,) = cur.execute("SELECT count(*) FROM usage_rollup").fetchall()[0]

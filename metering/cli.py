@@ -38,9 +38,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from metering.api.app import create_app, open_store
+    from metering.api.app import open_store
 
     try:
         settings, generated = Settings.from_env(
@@ -60,9 +58,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"  {name}={value}", flush=True)
     print(f"metering: serving {settings.db_path} on http://{settings.host}:{settings.port} "
           f"(API docs at /docs)", flush=True)
+    return _run_server(settings, store, args.log_level)
+
+
+def _run_server(settings: Settings, store: Any, log_level: str) -> int:
+    """Serve the app on an open store until stopped; closes the store."""
+    import uvicorn
+
+    from metering.api.app import create_app
+
     try:
         uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port,
-                    log_level=args.log_level, access_log=False)
+                    log_level=log_level, access_log=False)
     finally:
         store.close()
     return 0
@@ -71,10 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import time
 
-    import uvicorn
-
     from metering import demo
-    from metering.api.app import create_app, open_store
+    from metering.api.app import open_store
 
     started = time.perf_counter()
     try:
@@ -103,12 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  key token:    {demo.demo_secret(demo.KEYS[0])}  (sees only {demo.KEYS[0]})", flush=True)
     if generated.get("METERING_INGEST_TOKEN"):
         print(f"  ingest token: {settings.ingest_token}", flush=True)
-    try:
-        uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port,
-                    log_level=args.log_level, access_log=False)
-    finally:
-        store.close()
-    return 0
+    return _run_server(settings, store, args.log_level)
 
 
 # --- import ------------------------------------------------------------------------------------------

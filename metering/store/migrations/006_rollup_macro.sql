@@ -1,6 +1,6 @@
--- 006: usage_rollup_at(watermark): the live rollup for a watermark read in the same transaction.
--- With the watermark as a constant, the ledger tail scan prunes by seq (zone maps), which the
--- view's scalar subquery cannot.
+-- 006: usage_rollup_at(watermark): the rollup plus the ledger's not-yet-rolled tail, exact at every
+-- moment. Queries pass the watermark as a constant read in the same transaction, so the tail scan
+-- prunes by seq (zone maps); usage_rollup_live does the same with a subquery, for ad-hoc use.
 CREATE MACRO usage_rollup_at(wm) AS TABLE
 SELECT bucket_start, api_key_id, model, endpoint, requests, input_tokens, cached_tokens, cache_write_tokens,
        output_tokens, thinking_tokens, web_search_requests, cost_pico, list_cost_pico, unpriced_requests
@@ -13,3 +13,4 @@ SELECT time_bucket(INTERVAL 15 MINUTE, occurred_at), api_key_id, model, coalesce
 FROM ledger
 WHERE seq > wm
 GROUP BY ALL;
+CREATE VIEW usage_rollup_live AS SELECT * FROM usage_rollup_at((SELECT watermark FROM rollup_state));
