@@ -10,7 +10,6 @@ connection, so that the client is not the bottleneck of a single event loop.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import threading
@@ -124,12 +123,9 @@ def scenarios(size: str = "full") -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    from benchmarks.run import markdown
+    from benchmarks.run import module_main
 
-    print(markdown(scenarios("quick" if args.quick else "full")))
+    module_main(scenarios)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ counts, cache hits and thinking, 30 days. The rollup is built from it by the wri
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -101,13 +100,9 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=None)
-    parser.add_argument("--quick", action="store_true", help="1,000,000 rows")
-    args = parser.parse_args()
-    from benchmarks.run import markdown
+    from benchmarks.run import module_main
 
-    print(markdown(scenarios("quick" if args.quick else "full", rows=args.rows)))
+    module_main(scenarios)
 
 
 if __name__ == "__main__":

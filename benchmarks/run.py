@@ -23,6 +23,16 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def module_main(scenarios) -> None:
+    """The command line of one benchmark module: `--quick` (1M rows) or `--rows N`."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="the quick size")
+    args = parser.parse_args()
+    kwargs = {"rows": args.rows} if args.rows else {}
+    print(markdown(scenarios("quick" if args.quick else "full", **kwargs)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", choices=["smoke", "quick", "full"], default="full")

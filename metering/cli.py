@@ -38,20 +38,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from metering.api.app import open_store
-
     try:
-        settings, generated = Settings.from_env(
+        settings, generated, store = _open_for_serving(Settings.from_env(
             db_path=Path(args.db) if args.db else None,
             rate_card_path=Path(args.rate_card) if args.rate_card else None,
             host=args.host, port=args.port, dev=args.dev,
-        ).for_serving()
-    except SettingsError as exc:
-        return _fail(str(exc))
-    try:
-        store = open_store(settings)
-    except MeteringError as exc:
-        return _fail(exc.message)
+        ))
+    except (SettingsError, MeteringError) as exc:
+        return _fail(getattr(exc, "message", str(exc)))
     if generated:
         print("Development tokens (shown once; set them in the environment to keep them):", flush=True)
         for name, value in generated.items():
@@ -59,6 +53,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"metering: serving {settings.db_path} on http://{settings.host}:{settings.port} "
           f"(API docs at /docs)", flush=True)
     return _run_server(settings, store, args.log_level)
+
+
+def _open_for_serving(settings: Settings) -> tuple[Settings, dict[str, str], Any]:
+    """Validate the settings for serving (generating dev tokens) and open the store."""
+    from metering.api.app import open_store
+
+    settings, generated = settings.for_serving()
+    return settings, generated, open_store(settings)
 
 
 def _run_server(settings: Settings, store: Any, log_level: str) -> int:
@@ -79,18 +81,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import time
 
     from metering import demo
-    from metering.api.app import open_store
 
     started = time.perf_counter()
     try:
-        settings, generated = Settings.from_env(db_path=Path(args.db), host=args.host, port=args.port,
-                                                dev=True).for_serving()
-    except SettingsError as exc:
-        return _fail(str(exc))
-    try:
-        store = open_store(settings)
-    except MeteringError as exc:
-        return _fail(exc.message)
+        settings, generated, store = _open_for_serving(
+            Settings.from_env(db_path=Path(args.db), host=args.host, port=args.port, dev=True))
+    except (SettingsError, MeteringError) as exc:
+        return _fail(getattr(exc, "message", str(exc)))
     with store.reading() as cur:
         (existing,) = cur.execute("SELECT count(*) FROM ledger").fetchall()[0]
     if existing:
