@@ -116,7 +116,8 @@ class Writer:
         self._con = store.cursor()
         self._held: Any = None
         self._seq = int(self._con.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchall()[0][0])
-        self._unflushed = 0
+        (watermark,) = self._con.execute("SELECT watermark FROM rollup_state").fetchall()[0]
+        self._unflushed = self._seq - int(watermark)  # a tail left by a crash is rolled up soon after start
         self._last_flush = time.monotonic()
         self.groups_committed = 0
         self._listeners: list[Callable[[], None]] = []
