@@ -1,9 +1,10 @@
 """Budgets in the store, their evaluation, and the alert outbox.
 
-Evaluation runs on the writer thread, in one transaction: it reads the spend, decides which
-alerts are due, and inserts them into the outbox. Each alert's `dedupe_key` is UNIQUE, so an
-alert is written once per budget, period and threshold (or per key and day for anomalies)
-however often evaluation runs, and a crash either keeps the alert and the decision or neither.
+Evaluation decides on one read snapshot which alerts are due (`decide`), then writes only those
+into the outbox on the writer thread (`write_alerts`). Each alert's `dedupe_key` is UNIQUE, so an
+alert is written once per budget, period and threshold (or per key and day for anomalies) however
+often evaluation runs, and a crash either keeps the alert or loses only the decision, which the
+next evaluation makes again.
 """
 
 from __future__ import annotations
@@ -279,34 +280,52 @@ def _payload(kind: str, now: datetime, data: dict[str, Any]) -> str:
                       separators=(",", ":"))
 
 
-def _insert_alert(con: duckdb.DuckDBPyConnection, *, dedupe_key: str, kind: str, budget: Budget | None,
-                  api_key_id: str | None, period_start: datetime | None, payload: str, now: datetime) -> bool:
-    url = budget.webhook_url if budget else None
-    if url is None:
-        state = "no_endpoint"
-    elif budget is not None and budget.webhook_disabled_at is not None:
-        state = "disabled"
-    else:
-        state = "pending"
-    (seq,) = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM alerts").fetchall()[0]
-    inserted = con.execute(
-        "INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, NULL) RETURNING id",
-        ["msg_" + secrets.token_hex(12), seq, dedupe_key, kind, budget.id if budget else None, api_key_id,
-         naive_utc(period_start) if period_start else None, payload, url, state, naive_utc(now), naive_utc(now)],
-    ).fetchall()
-    return bool(inserted)
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An alert that is due: decided on a read snapshot, written by `write_alerts`."""
+
+    dedupe_key: str
+    kind: str
+    budget: Budget | None
+    api_key_id: str | None
+    period_start: datetime | None
+    payload: str
 
 
-def evaluate(con: duckdb.DuckDBPyConnection, *, now: datetime, keys: dict[str, str],
-             anomaly_min_pico: int) -> list[str]:
-    """Decide and write the alerts due now. `keys`: api_key_id -> account_id of registered keys.
-    Returns the dedupe keys of the alerts written."""
-    written: list[str] = []
-    all_budgets = active(con)
+def write_alerts(con: duckdb.DuckDBPyConnection, decisions: list[Decision], *, now: datetime) -> list[str]:
+    """Insert the decided alerts (on the writer thread). The UNIQUE dedupe key makes a decision that
+    was already written, by an earlier evaluation or before a crash, a no-op. Returns the keys written."""
+    written = []
+    for d in decisions:
+        url = d.budget.webhook_url if d.budget else None
+        if url is None:
+            state = "no_endpoint"
+        elif d.budget is not None and d.budget.webhook_disabled_at is not None:
+            state = "disabled"
+        else:
+            state = "pending"
+        (seq,) = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM alerts").fetchall()[0]
+        inserted = con.execute(
+            "INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, NULL) RETURNING id",
+            ["msg_" + secrets.token_hex(12), seq, d.dedupe_key, d.kind, d.budget.id if d.budget else None,
+             d.api_key_id, naive_utc(d.period_start) if d.period_start else None, d.payload, url, state,
+             naive_utc(now), naive_utc(now)],
+        ).fetchall()
+        if inserted:
+            written.append(d.dedupe_key)
+    return written
+
+
+def decide(cur: duckdb.DuckDBPyConnection, *, now: datetime, keys: dict[str, str],
+           anomaly_min_pico: int) -> list[Decision]:
+    """The alerts due now and not yet written, decided on one read snapshot (spend only grows, so a
+    crossing seen here is still a crossing when it is written). `keys`: api_key_id -> account_id."""
+    decisions: list[Decision] = []
+    all_budgets = active(cur)
     for budget in all_budgets:
-        st = status(con, budget, now=now, with_projection=budget.forecast)
+        st = status(cur, budget, now=now, with_projection=budget.forecast)
         period_key = st.period_start.isoformat()
-        fired = {row[0] for row in con.execute(
+        fired = {row[0] for row in cur.execute(
             "SELECT dedupe_key FROM alerts WHERE budget_id = ? AND period_start = ?",
             [budget.id, naive_utc(st.period_start)]).fetchall()}
         fired_thresholds = {k.rsplit(":", 1)[1] for k in fired if k.startswith("threshold:")}
@@ -314,52 +333,49 @@ def evaluate(con: duckdb.DuckDBPyConnection, *, now: datetime, keys: dict[str, s
         for threshold in budgets.due_thresholds(amount=budget.amount_pico, spent=st.spent,
                                                 thresholds=budget.thresholds, fired=fired_thresholds):
             text = budgets.format_threshold(threshold)
-            key = f"threshold:{budget.id}:{period_key}:{text}"
-            if _insert_alert(con, dedupe_key=key, kind=THRESHOLD_CROSSED, budget=budget, api_key_id=None,
-                             period_start=st.period_start, payload=_payload(THRESHOLD_CROSSED, now,
-                                                                            {**base, "threshold": text}), now=now):
-                written.append(key)
+            decisions.append(Decision(f"threshold:{budget.id}:{period_key}:{text}", THRESHOLD_CROSSED, budget, None,
+                                      st.period_start, _payload(THRESHOLD_CROSSED, now, {**base, "threshold": text})))
         key = f"forecast:{budget.id}:{period_key}"
-        if (budget.forecast and key not in fired and st.spent < budget.amount_pico <= st.projected
-                and _insert_alert(con, dedupe_key=key, kind=FORECAST_EXCEEDED, budget=budget, api_key_id=None,
-                                  period_start=st.period_start, payload=_payload(FORECAST_EXCEEDED, now, base),
-                                  now=now)):
-            written.append(key)
-    written += _anomalies(con, now=now, keys=keys, budgets_=all_budgets, min_pico=anomaly_min_pico)
-    return written
+        if budget.forecast and key not in fired and st.spent < budget.amount_pico <= st.projected:
+            decisions.append(Decision(key, FORECAST_EXCEEDED, budget, None, st.period_start,
+                                      _payload(FORECAST_EXCEEDED, now, base)))
+    decisions += _anomalies(cur, now=now, keys=keys, budgets_=all_budgets, min_pico=anomaly_min_pico)
+    return decisions
 
 
-def _anomalies(con: duckdb.DuckDBPyConnection, *, now: datetime, keys: dict[str, str], budgets_: list[Budget],
-               min_pico: int) -> list[str]:
+def _anomalies(cur: duckdb.DuckDBPyConnection, *, now: datetime, keys: dict[str, str], budgets_: list[Budget],
+               min_pico: int) -> list[Decision]:
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=budgets.ANOMALY_DAYS)
-    rows = con.execute(
-        f"SELECT api_key_id, bucket_start::DATE AS day, sum(cost_pico) FROM {live_rollup(con)} "  # noqa: S608
+    rows = cur.execute(
+        f"SELECT api_key_id, bucket_start::DATE AS day, sum(cost_pico) FROM {live_rollup(cur)} "  # noqa: S608
         "WHERE bucket_start >= ? AND bucket_start < ? GROUP BY ALL",
         [datetime(first.year, first.month, first.day), datetime(today.year, today.month, today.day) + timedelta(days=1)],
     ).fetchall()
+    fired = {row[0] for row in cur.execute(
+        "SELECT dedupe_key FROM alerts WHERE type = ? AND dedupe_key LIKE ?",
+        [SPEND_ANOMALY, f"anomaly:%:{today.isoformat()}"]).fetchall()}
     per_key: dict[str, dict[Any, int]] = {}
     for key_id, day, pico in rows:
         per_key.setdefault(key_id, {})[day] = int(pico)
-    written = []
+    decisions = []
     for key_id, days in per_key.items():
+        dedupe = f"anomaly:{key_id}:{today.isoformat()}"
         spent_today = days.get(today, 0)
         previous = [days.get(first + timedelta(days=i), 0) for i in range(budgets.ANOMALY_DAYS)]
-        if not budgets.is_anomaly(today=spent_today, previous_days=previous, min_pico=min_pico):
+        if dedupe in fired or not budgets.is_anomaly(today=spent_today, previous_days=previous, min_pico=min_pico):
             continue
         account = keys.get(key_id, UNASSIGNED)
         covering = [b for b in budgets_ if b.webhook_url and b.scope.covers(api_key_id=key_id, account_id=account)]
-        dedupe = f"anomaly:{key_id}:{today.isoformat()}"
         data = {"api_key_id": key_id, "account_id": account, "day": today.isoformat(),
                 "spent": format_decimal(to_usd(spent_today)),
                 "baseline_median": format_decimal(to_usd(int(sorted(previous)[len(previous) // 2]))),
                 "previous_max": format_decimal(to_usd(max(previous))),
                 "rule": f"today >= min and > {budgets.ANOMALY_FACTOR} x the median of the last "
                         f"{budgets.ANOMALY_DAYS} days and > their maximum"}
-        if _insert_alert(con, dedupe_key=dedupe, kind=SPEND_ANOMALY, budget=covering[0] if covering else None,
-                         api_key_id=key_id, period_start=None, payload=_payload(SPEND_ANOMALY, now, data), now=now):
-            written.append(dedupe)
-    return written
+        decisions.append(Decision(dedupe, SPEND_ANOMALY, covering[0] if covering else None, key_id, None,
+                                  _payload(SPEND_ANOMALY, now, data)))
+    return decisions
 
 
 # --- the outbox ----------------------------------------------------------------------------------------------

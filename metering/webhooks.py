@@ -14,7 +14,6 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -172,7 +171,12 @@ class Evaluator:
 
 
 def evaluate_now(store: Any, *, anomaly_min_pico: int) -> list[str]:
+    """Decide on a read snapshot (off the writer thread, so ingest goes on), then write only the
+    alerts that are due, on the writer. Returns the dedupe keys written."""
     keys = {k.api_key_id: k.account_id for k in store.list_keys()}
-    run: Callable[[Any], list[str]] = lambda con: alerts.evaluate(  # noqa: E731
-        con, now=store.clock(), keys=keys, anomaly_min_pico=anomaly_min_pico)
-    return store.writer.call(run)
+    now = store.clock()
+    with store.reading() as cur:
+        decisions = alerts.decide(cur, now=now, keys=keys, anomaly_min_pico=anomaly_min_pico)
+    if not decisions:
+        return []
+    return store.writer.call(lambda con: alerts.write_alerts(con, decisions, now=now))

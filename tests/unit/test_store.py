@@ -53,6 +53,16 @@ def test_a_failed_transaction_fails_its_requests_and_stores_nothing(store):
     assert store.writer.ingest([parse_record(record("after"), now=NOW)])[0].status == "accepted"
 
 
+def wait_for_watermark(store, value: int) -> int:
+    deadline = time.monotonic() + 10
+    while True:
+        with store.reading() as cur:
+            (watermark,) = cur.execute("SELECT watermark FROM rollup_state").fetchall()[0]
+        if watermark == value or time.monotonic() > deadline:
+            return watermark
+        time.sleep(0.02)
+
+
 def test_the_rollup_catches_up_in_the_background_and_after_a_crash(tmp_path, monkeypatch):
     from metering.store import writer as writer_module
 
@@ -60,14 +70,7 @@ def test_the_rollup_catches_up_in_the_background_and_after_a_crash(tmp_path, mon
     path = tmp_path / "r.duckdb"
     with Store(path) as s:
         s.writer.ingest([parse_record(record(f"r{i}"), now=NOW) for i in range(10)])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with s.reading() as cur:
-                (watermark,) = cur.execute("SELECT watermark FROM rollup_state").fetchall()[0]
-            if watermark == 10:
-                break
-            time.sleep(0.02)
-        assert watermark == 10
+        assert wait_for_watermark(s, 10) == 10
         with s.reading() as cur:
             assert cur.execute("SELECT sum(requests) FROM usage_rollup").fetchall()[0][0] == 10
         # Simulate a crash that left a tail: rows past the watermark, not in the rollup.
@@ -76,12 +79,6 @@ def test_the_rollup_catches_up_in_the_background_and_after_a_crash(tmp_path, mon
         s.writer.call(lambda con: con.execute(
             "UPDATE ledger SET seq = NULL WHERE seq <= 4"))  # as if rows 1-4 were rolled up long ago...
     with Store(path) as s:  # ...the restart rolls up the tail 5-10 without new traffic
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with s.reading() as cur:
-                (watermark,) = cur.execute("SELECT watermark FROM rollup_state").fetchall()[0]
-            if watermark == 10:
-                break
-            time.sleep(0.02)
+        assert wait_for_watermark(s, 10) == 10
         with s.reading() as cur:
             assert cur.execute("SELECT sum(requests) FROM usage_rollup").fetchall()[0][0] == 6
