@@ -220,14 +220,6 @@ def spend(cur: duckdb.DuckDBPyConnection, budget: Budget, start: datetime, end: 
     return int(cur.execute(sql, [*params, naive_utc(start), naive_utc(end)]).fetchall()[0][0])
 
 
-def hourly_spend(cur: duckdb.DuckDBPyConnection, budget: Budget, start: datetime, end: datetime) -> dict[datetime, int]:
-    source, ts, params = _spend_source(budget, live_rollup(cur))
-    sql = (f"SELECT date_trunc('hour', {ts}) AS h, coalesce(sum(pico), 0) FROM ({source}) s "  # noqa: S608
-           f"WHERE {ts} >= ? AND {ts} < ? GROUP BY h")
-    rows = cur.execute(sql, [*params, naive_utc(start), naive_utc(end)]).fetchall()
-    return {h.replace(tzinfo=UTC): int(v) for h, v in rows}
-
-
 @dataclass(frozen=True, slots=True)
 class Status:
     budget: Budget

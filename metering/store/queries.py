@@ -308,13 +308,3 @@ def class_quantities_arrow(
     """  # noqa: S608 (fixed identifiers; values bound)
     with _registered(cur, {"usage_buckets": bucket_table(buckets)}):
         return cur.sql(sql, params=params).to_arrow_table()
-
-
-def ledger_totals(cur: duckdb.DuckDBPyConnection, *, start: datetime, end: datetime) -> tuple[int, int, int]:
-    """(records, cost pico, list cost pico) of the ledger in [start, end): the reference sums."""
-    n, cost, list_cost = cur.execute(
-        "SELECT count(*), coalesce(sum(cost_pico), 0), coalesce(sum(list_cost_pico), 0) FROM ledger "
-        "WHERE occurred_at >= ? AND occurred_at < ?",
-        [naive_utc(start), naive_utc(end)],
-    ).fetchall()[0]
-    return int(n), int(cost), int(list_cost)
