@@ -264,6 +264,17 @@ def status(cur: duckdb.DuckDBPyConnection, budget: Budget, *, now: datetime, wit
     return Status(budget, start, end, spent, projected)
 
 
+def key_status(store: Any, *, api_key_id: str, now: datetime) -> dict[str, Any]:
+    """Every budget covering a key, with its status: what a gateway asks before serving a request."""
+    registered = store.key(api_key_id)
+    account = registered.account_id if registered else UNASSIGNED
+    with store.reading() as cur:
+        covering = [b for b in active(cur) if b.scope.covers(api_key_id=api_key_id, account_id=account)]
+        statuses = [status(cur, b, now=now).as_json() for b in covering]
+    return {"api_key_id": api_key_id, "account_id": account, "budgets": statuses,
+            "exceeded": any(s["exceeded"] for s in statuses)}
+
+
 # --- evaluation ------------------------------------------------------------------------------------------
 
 

@@ -55,9 +55,6 @@ class LocalBackend:
         allowed = {"daily": reports.DAILY_FORMATS, "statement": reports.STATEMENT_FORMATS, "focus": reports.FOCUS_FORMATS}
         reports.check_format(fmt, allowed[kind])
         if kind == "daily":
-            window = reports.default_window(self.store.clock(), params.get("tz") or "UTC")
-            params["start"] = params.get("start") or window[0]
-            params["end"] = params.get("end") or window[1]
             doc = reports.daily_report(self.store, **params)
         elif kind == "statement":
             doc = reports.statement(self.store, **params)
@@ -73,7 +70,6 @@ class LocalBackend:
     # --- budgets -----------------------------------------------------------------------------------
     def budgets(self, action: str, arg: Any = None) -> Any:
         from metering import alerts
-        from metering.store.queries import UNASSIGNED
 
         store = self.store
         if action == "add":
@@ -110,13 +106,8 @@ class LocalBackend:
                 return alerts.get(cur, arg).as_json()
             if action == "alerts":
                 return {"data": alerts.list_alerts(cur)}
-            if action == "status":
-                key = store.key(arg)
-                account = key.account_id if key else UNASSIGNED
-                covering = [b for b in alerts.active(cur) if b.scope.covers(api_key_id=arg, account_id=account)]
-                statuses = [alerts.status(cur, b, now=store.clock()).as_json() for b in covering]
-                return {"api_key_id": arg, "account_id": account, "budgets": statuses,
-                        "exceeded": any(x["exceeded"] for x in statuses)}
+        if action == "status":
+            return alerts.key_status(store, api_key_id=arg, now=store.clock())
         raise MeteringError(f"unknown budgets action {action!r}")
 
     def close(self) -> None:

@@ -137,11 +137,13 @@ class Document:
     meta: dict[str, Any]
 
 
-def daily_report(store: Any, *, start: str | date, end: str | date, tz: str = "UTC",
+def daily_report(store: Any, *, start: str | date | None = None, end: str | date | None = None, tz: str = "UTC",
                  group_by: str | None = None) -> Document:
-    """One row per local day and group, then a totals row (`row_type` = "total")."""
+    """One row per local day and group, then a totals row (`row_type` = "total"). Without start
+    or end: the last 30 local days, today included."""
     zone_info = zone(tz)
-    start_d, end_d = parse_date(start, "start"), parse_date(end, "end")
+    default_start, default_end = default_window(store.clock(), tz)
+    start_d, end_d = parse_date(start or default_start, "start"), parse_date(end or default_end, "end")
     buckets = cut(local_midnight(start_d, zone_info), local_midnight(end_d, zone_info), "day", zone_info)
     groups = queries.GroupBy.parse(group_by or DEFAULT_DAILY_GROUP)
     with store.reading() as cur:

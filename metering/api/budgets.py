@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse, Response
 from metering import alerts
 from metering.api.auth import ADMIN, KEY, Principal, require
 from metering.errors import BadRequest, Forbidden
-from metering.store.queries import UNASSIGNED
 from metering.webhooks import evaluate_now
 
 router = APIRouter(tags=["budgets"])
@@ -59,14 +58,7 @@ def budget_status(request: Request, principal: AdminOrKey,
         raise BadRequest("api_key_id: is required")
     key_id = principal.visible_key(api_key_id)
     assert key_id is not None
-    registered = store.key(key_id)
-    account = registered.account_id if registered else UNASSIGNED
-    now = store.clock()
-    with store.reading() as cur:
-        covering = [b for b in alerts.active(cur) if b.scope.covers(api_key_id=key_id, account_id=account)]
-        statuses = [alerts.status(cur, b, now=now).as_json() for b in covering]
-    return {"api_key_id": key_id, "account_id": account, "budgets": statuses,
-            "exceeded": any(s["exceeded"] for s in statuses)}
+    return alerts.key_status(store, api_key_id=key_id, now=store.clock())
 
 
 @router.post("/v1/budgets/check", summary="Evaluate every budget now and send what is due")
@@ -77,23 +69,25 @@ def check_budgets(request: Request, _: Admin) -> dict[str, Any]:
     return {"alerts_written": written}
 
 
+def _visible_budget(cur: Any, store: Any, principal: Principal, budget_id: str) -> alerts.Budget:
+    budget = alerts.get(cur, budget_id)
+    if not _covering(store, principal, [budget]):
+        raise Forbidden("a key may read only the budgets that cover it")
+    return budget
+
+
 @router.get("/v1/budgets/{budget_id}", summary="One budget")
 def get_budget(request: Request, budget_id: str, principal: AdminOrKey) -> dict[str, Any]:
     store = request.app.state.store
     with store.reading() as cur:
-        budget = alerts.get(cur, budget_id)
-    if not _covering(store, principal, [budget]):
-        raise Forbidden("a key may read only the budgets that cover it")
-    return budget.as_json()
+        return _visible_budget(cur, store, principal, budget_id).as_json()
 
 
 @router.get("/v1/budgets/{budget_id}/status", summary="One budget's period, spend and projection")
 def one_budget_status(request: Request, budget_id: str, principal: AdminOrKey) -> dict[str, Any]:
     store = request.app.state.store
     with store.reading() as cur:
-        budget = alerts.get(cur, budget_id)
-        if not _covering(store, principal, [budget]):
-            raise Forbidden("a key may read only the budgets that cover it")
+        budget = _visible_budget(cur, store, principal, budget_id)
         return alerts.status(cur, budget, now=store.clock()).as_json()
 
 

@@ -33,9 +33,7 @@ def daily(
     format: Annotated[str, Query(description="json | csv | parquet | xlsx")] = "json",
 ) -> Response:
     fmt = reports.check_format(format, reports.DAILY_FORMATS)
-    store = request.app.state.store
-    default_start, default_end = reports.default_window(store.clock(), tz)
-    doc = reports.daily_report(store, start=start or default_start, end=end or default_end, tz=tz, group_by=group_by)
+    doc = reports.daily_report(request.app.state.store, start=start, end=end, tz=tz, group_by=group_by)
     return _document(doc, fmt, f"daily-{doc.meta['start']}-{doc.meta['end']}")
 
 
