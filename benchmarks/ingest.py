@@ -71,14 +71,18 @@ def arrow_reference(records: list[dict], batch: int = 1000) -> float:
     """Records/s inserting the same records from Arrow straight into DuckDB, 1,000 at a time, into a
     table with the same primary key (the same uniqueness guarantee), each batch its own commit."""
     import duckdb
+    import pyarrow as pa
 
+    from metering.batch import records_table
     from metering.records import parse_record
-    from metering.store.writer import _ledger_table
     from tests.conftest import NOW
 
     parsed = [parse_record(r, now=NOW) for r in records]
-    tables = [_ledger_table(parsed[i:i + batch], [r.fingerprint() for r in parsed[i:i + batch]],
-                            [None] * len(parsed[i:i + batch]), 0) for i in range(0, len(parsed), batch)]
+    tables = []
+    for i in range(0, len(parsed), batch):
+        table = records_table(parsed[i:i + batch])
+        table = table.append_column("received_at", pa.array([0] * len(table), pa.int64()).cast(pa.timestamp("us")))
+        tables.append(table.append_column("seq", pa.array(range(i, i + len(table)), pa.int64())))
     with tempfile.TemporaryDirectory() as tmp:
         con = duckdb.connect(str(Path(tmp) / "ref.duckdb"))
         from metering.store.db import migrate

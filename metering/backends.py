@@ -26,7 +26,7 @@ class LocalBackend:
 
     def ingest(self, items: list[Any]) -> dict[str, Any]:
         parsed = parse_items(items, now=self.store.clock())
-        outcomes = self.store.writer.ingest(parsed.records) if parsed.records else []
+        outcomes = self.store.writer.ingest(parsed.table) if parsed.count else []
         return summarize(parsed, outcomes)
 
     def add_key(self, body: dict[str, Any]) -> dict[str, Any]:

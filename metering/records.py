@@ -12,12 +12,9 @@ so the token classes partition what the source billed and nothing is counted twi
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import orjson
 
 from metering.errors import RecordError
 
@@ -60,29 +57,6 @@ class UsageRecord:
     @property
     def uncached_input_tokens(self) -> int:
         return self.input_tokens - self.cached_tokens - self.cache_write_tokens
-
-    def fingerprint(self) -> int:
-        """64-bit digest of the record's content: equal content, equal fingerprint.
-
-        Native and canonical forms of the same usage normalize to the same record, so a
-        retry in either form is a duplicate, not a conflict.
-        """
-        content = (
-            self.request_id,
-            epoch_micros(self.occurred_at),
-            self.api_key_id,
-            self.model,
-            self.endpoint,
-            self.input_tokens,
-            self.cached_tokens,
-            self.cache_write_tokens,
-            self.output_tokens,
-            self.thinking_tokens,
-            self.web_search_requests,
-            sorted(self.tags.items()) if self.tags else None,
-        )
-        digest = hashlib.blake2b(orjson.dumps(content), digest_size=8).digest()
-        return int.from_bytes(digest, "big")
 
     def to_canonical(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -48,23 +48,24 @@ def units_table(card: RateCard) -> pa.Table:
     return pa.table(arrays)
 
 
-def _cost(basis: str) -> str:
-    """The integer cost formula of pricing.breakdown, in HUGEINT so nothing overflows silently."""
+def cost_sql(basis: str) -> str:
+    """The integer cost formula of pricing.breakdown, in HUGEINT (cast it: a cost beyond BIGINT fails
+    the cast rather than wrapping)."""
     return f"""(
         (l.input_tokens - l.cached_tokens - l.cache_write_tokens)::HUGEINT * v.{basis}_input
         + l.cached_tokens::HUGEINT * v.{basis}_cached_input
         + l.cache_write_tokens::HUGEINT * v.{basis}_cache_write
         + (l.output_tokens - coalesce(l.thinking_tokens, 0))::HUGEINT * v.{basis}_output
         + coalesce(l.thinking_tokens, 0)::HUGEINT * v.{basis}_thinking
-        + l.web_search_requests::HUGEINT * v.{basis}_web_search)::BIGINT"""
+        + l.web_search_requests::HUGEINT * v.{basis}_web_search)"""
 
 
 REPRICED = f"""
     SELECT l.request_id, l.api_key_id, l.model, l.occurred_at,
            l.rate_version_id AS old_version, l.cost_pico AS old_cost, l.list_cost_pico AS old_list,
            v.version_id AS new_version,
-           CASE WHEN v.version_id IS NULL THEN NULL ELSE {_cost('cur')} END AS new_cost,
-           CASE WHEN v.version_id IS NULL THEN NULL ELSE {_cost('list')} END AS new_list
+           CASE WHEN v.version_id IS NULL THEN NULL ELSE {cost_sql('cur')}::BIGINT END AS new_cost,
+           CASE WHEN v.version_id IS NULL THEN NULL ELSE {cost_sql('list')}::BIGINT END AS new_list
     FROM ledger l
     ASOF LEFT JOIN rate_units v ON l.model = v.model AND l.occurred_at >= v.effective_from
     WHERE l.occurred_at >= $start AND l.occurred_at < $end

@@ -41,7 +41,7 @@ async def post_usage(request: Request, _: Annotated[Principal, Depends(require(A
     body = await _read_body(request)
     items = decode_body(body, ndjson=is_ndjson(request.headers.get("content-type")))
     parsed = parse_items(items, now=store.clock())
-    outcomes = await asyncio.wrap_future(store.writer.submit_ingest(parsed.records)) if parsed.records else []
+    outcomes = await asyncio.wrap_future(store.writer.submit_ingest(parsed.table)) if parsed.count else []
     result = summarize(parsed, outcomes)
     return JSONResponse(result, status_code=422 if result["rejected"] else 200)
 

@@ -16,13 +16,16 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from metering.pricing import CostOverflow, total_pico, unit_prices
-from metering.records import UsageRecord, epoch_micros
+from metering.batch import records_table
+from metering.pricing import MAX_COST_PICO
+from metering.records import TOKEN_FIELDS, UsageRecord
+from metering.repricing import cost_sql, units_table
 
 log = logging.getLogger("metering.writer")
 
@@ -44,7 +47,7 @@ class Outcome:
 
 @dataclass
 class _Ingest:
-    records: Sequence[UsageRecord]
+    table: pa.Table  # canonical records (metering.batch.CANONICAL_SCHEMA)
     future: Future = field(default_factory=Future)
 
 
@@ -56,30 +59,21 @@ class _Call:
 
 _STOP = object()
 
-LEDGER_SCHEMA = pa.schema([
-    ("request_id", pa.string()),
-    ("occurred_at", pa.timestamp("us")),
-    ("received_at", pa.timestamp("us")),
-    ("api_key_id", pa.string()),
-    ("model", pa.string()),
-    ("endpoint", pa.string()),
-    ("input_tokens", pa.int32()),
-    ("cached_tokens", pa.int32()),
-    ("cache_write_tokens", pa.int32()),
-    ("output_tokens", pa.int32()),
-    ("thinking_tokens", pa.int32()),
-    ("web_search_requests", pa.int32()),
-    ("tags", pa.map_(pa.string(), pa.string())),
-    ("rate_version_id", pa.int32()),
-    ("cost_pico", pa.int64()),
-    ("list_cost_pico", pa.int64()),
-    ("fingerprint", pa.uint64()),
-    ("seq", pa.int64()),
-])
+ACCEPTED_OUTCOME = Outcome(ACCEPTED)
+DUPLICATE_OUTCOME = Outcome(DUPLICATE)
 
-_INSERT_LEDGER = (
-    "INSERT OR IGNORE INTO ledger BY NAME SELECT * FROM ingest_batch RETURNING request_id"
-)
+# Priced as it is inserted: the version in effect at occurred_at (an ASOF join on the rate card's
+# unit prices), the integer cost of pricing.py in HUGEINT; a cost beyond BIGINT is left out.
+_INSERT_LEDGER = f"""
+INSERT OR IGNORE INTO ledger BY NAME
+SELECT * EXCLUDE (cost_huge, list_huge), cost_huge::BIGINT AS cost_pico, list_huge::BIGINT AS list_cost_pico
+FROM (SELECT l.*, $received AS received_at, v.version_id AS rate_version_id,
+             CASE WHEN v.version_id IS NOT NULL THEN {cost_sql('cur')} END AS cost_huge,
+             CASE WHEN v.version_id IS NOT NULL THEN {cost_sql('list')} END AS list_huge
+      FROM ingest_batch l
+      ASOF LEFT JOIN rate_units v ON l.model = v.model AND l.occurred_at >= v.effective_from)
+WHERE rate_version_id IS NULL OR (cost_huge <= {MAX_COST_PICO} AND list_huge <= {MAX_COST_PICO})
+"""  # noqa: S608 (fixed SQL: the basis names are constants)
 ROLLUP_UPSERT = """
 INSERT INTO usage_rollup
 SELECT time_bucket(INTERVAL 15 MINUTE, occurred_at) AS bucket_start,
@@ -115,6 +109,8 @@ class Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._con = store.cursor()
         self._held: Any = None
+        self._units_cache: pa.Table | None = None
+        self._units_key: tuple | None = None
         self._seq = int(self._con.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchall()[0][0])
         (watermark,) = self._con.execute("SELECT watermark FROM rollup_state").fetchall()[0]
         self._unflushed = self._seq - int(watermark)  # a tail left by a crash is rolled up soon after start
@@ -125,13 +121,14 @@ class Writer:
         self._thread.start()
 
     # --- public ----------------------------------------------------------------------------------
-    def submit_ingest(self, records: Sequence[UsageRecord]) -> Future:
-        """Queue records; the future resolves to one Outcome per record once committed."""
-        item = _Ingest(records)
+    def submit_ingest(self, records: Sequence[UsageRecord] | pa.Table) -> Future:
+        """Queue records (parsed, or a canonical table); the future resolves to one Outcome per
+        record once committed."""
+        item = _Ingest(records if isinstance(records, pa.Table) else records_table(records))
         self._queue.put(item)
         return item.future
 
-    def ingest(self, records: Sequence[UsageRecord]) -> list[Outcome]:
+    def ingest(self, records: Sequence[UsageRecord] | pa.Table) -> list[Outcome]:
         return self.submit_ingest(records).result()
 
     def call(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
@@ -189,7 +186,7 @@ class Writer:
                 self._transaction([item], lambda fn=item.fn: [fn(self._con)])
                 continue
             group = [item]
-            size = len(item.records)
+            size = len(item.table)
             while size < self._max_group:
                 try:
                     more = self._queue.get_nowait()
@@ -199,7 +196,7 @@ class Writer:
                     self._held = more
                     break
                 group.append(more)
-                size += len(more.records)
+                size += len(more.table)
             self._transaction(group, lambda g=group: self._ingest_group(g))
             self.groups_committed += 1
             for listener in self._listeners:
@@ -223,110 +220,87 @@ class Writer:
             item.future.set_result(result)
 
     # --- ingest -------------------------------------------------------------------------------------
+    def _units(self) -> pa.Table:
+        """Every rate version's unit prices, rebuilt when a version is added."""
+        card = self._store.card
+        key = tuple(v.id for v in card.all_versions())
+        if self._units_key != key:
+            self._units_cache, self._units_key = units_table(card), key
+        return self._units_cache
+
     def _ingest_group(self, group: list[_Ingest]) -> list[list[Outcome]]:
-        store = self._store
-        received_at = epoch_micros(store.clock())
-        flat = [record for item in group for record in item.records]
-        fingerprints = [record.fingerprint() for record in flat]
-        first: dict[str, int] = {}  # request_id -> position of its first occurrence in the group
-        candidates: list[int] = []
-        priced: dict[int, tuple] = {}  # position -> (rate version id, cost, list cost)
-        overflow: dict[int, str] = {}
-        units: dict[int, tuple] = {}  # rate version id -> (current, list) unit prices
-        for pos, record in enumerate(flat):
-            if record.request_id in first:
-                continue
-            first[record.request_id] = pos
-            version = store.card.version_at(record.model, record.occurred_at)
-            if version is not None:
-                unit = units.get(version.id)  # type: ignore[arg-type]
-                if unit is None:
-                    unit = units[version.id] = (unit_prices(version, "current"), unit_prices(version, "list"))
-                try:
-                    priced[pos] = (version.id, total_pico(record, unit[0]), total_pico(record, unit[1]))
-                except CostOverflow as exc:
-                    overflow[pos] = str(exc)
-                    continue
-            candidates.append(pos)
+        """Insert and price a group's records in one statement; tell each request what became of its own.
 
-        inserted: set[str] = set()
-        if candidates:
-            first_seq = self._seq + 1
-            self._seq += len(candidates)
-            batch = _ledger_table([flat[p] for p in candidates], [fingerprints[p] for p in candidates],
-                                  [priced.get(p) for p in candidates], received_at, first_seq)
-            self._con.register("ingest_batch", batch)
-            try:
-                inserted = {row[0] for row in self._con.execute(_INSERT_LEDGER).fetchall()}
-            finally:
-                self._con.unregister("ingest_batch")
-            self._unflushed += len(inserted)
-
-        # The fingerprint each request_id now has in the ledger, for those not inserted just now.
-        stored: dict[str, int] = {}
-        already = [flat[p].request_id for p in candidates if flat[p].request_id not in inserted]
-        for chunk_start in range(0, len(already), 1000):
-            chunk = already[chunk_start:chunk_start + 1000]
-            rows = self._con.execute(
-                "SELECT request_id, fingerprint FROM ledger WHERE request_id IN "  # noqa: S608 (placeholders only)
-                f"({', '.join('?' * len(chunk))})",
-                chunk,
-            ).fetchall()
-            stored.update(rows)
-        for rid in inserted:
-            stored[rid] = fingerprints[first[rid]]
-
-        outcomes: list[Outcome] = []
-        for pos, record in enumerate(flat):
-            rid = record.request_id
-            if first[rid] in overflow:
-                outcomes.append(Outcome("rejected", overflow[first[rid]]))
-            elif pos == first[rid] and rid in inserted:
-                outcomes.append(Outcome(ACCEPTED))
-            elif stored.get(rid) == fingerprints[pos]:
-                outcomes.append(Outcome(DUPLICATE))
-            else:
-                outcomes.append(Outcome(
-                    "rejected",
-                    f"request_id {rid!r}: conflict: a record with this request_id and different content "
-                    "is already stored",
-                ))
+        The usual group (new request_ids, all priceable) costs one INSERT and no per-record Python.
+        Only when the ledger took fewer rows than it was given does the slow path look row by row:
+        a request_id seen before is a duplicate if the stored usage is the same, a conflict otherwise.
+        """
+        tables = [item.table for item in group]
+        batch = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        n = batch.num_rows
+        ids = batch.column("request_id").to_pylist()
+        first: dict[str, int] = {}
+        for pos, rid in enumerate(ids):
+            first.setdefault(rid, pos)
+        candidates = batch if len(first) == n else batch.take(sorted(first.values()))
+        lo = self._seq + 1
+        self._seq += candidates.num_rows
+        candidates = candidates.append_column("seq", pa.array(range(lo, self._seq + 1), pa.int64()))
+        received = self._store.clock().astimezone(UTC).replace(tzinfo=None)
+        self._con.register("ingest_batch", candidates)
+        self._con.register("rate_units", self._units())
+        try:
+            ((count,),) = self._con.execute(_INSERT_LEDGER, {"received": received}).fetchall()
+            self._unflushed += count
+            if count == n:
+                return [[ACCEPTED_OUTCOME] * len(item.table) for item in group]
+            outcomes = self._settle(batch, ids, first, lo)
+        finally:
+            self._con.unregister("ingest_batch")
+            self._con.unregister("rate_units")
         results, start = [], 0
         for item in group:
-            results.append(outcomes[start:start + len(item.records)])
-            start += len(item.records)
+            results.append(outcomes[start:start + len(item.table)])
+            start += len(item.table)
         return results
 
+    def _settle(self, batch: pa.Table, ids: list[str], first: dict[str, int], lo: int) -> list[Outcome]:
+        """Outcomes when not every row was inserted: duplicates, conflicts, costs out of range."""
+        inserted = {row[0] for row in self._con.execute(
+            "SELECT request_id FROM ledger WHERE seq BETWEEN $lo AND $hi", {"lo": lo, "hi": self._seq}).fetchall()}
+        stored = {row[0]: row[1:] for row in self._con.execute(_STORED).fetchall()}  # those not inserted now
+        rows = batch.select(CONTENT).to_pylist()
+        contents = [_content(tuple(row.values())) for row in rows]
+        outcomes: list[Outcome] = []
+        for pos, rid in enumerate(ids):
+            head = first[rid]
+            if rid in inserted:
+                same = pos == head or contents[pos] == contents[head]
+                outcomes.append(ACCEPTED_OUTCOME if pos == head else DUPLICATE_OUTCOME if same else _conflict(rid))
+            elif rid in stored:
+                outcomes.append(DUPLICATE_OUTCOME if contents[pos] == _content(stored[rid]) else _conflict(rid))
+            else:  # priced, but the cost does not fit: the only row the INSERT leaves out
+                outcomes.append(Outcome("rejected", f"request_id {rid!r}: the cost of this record is beyond the "
+                                                    "supported range (2^63-1 pico-dollars)"))
+        return outcomes
 
-def _ledger_table(records: list[UsageRecord], fingerprints: list[int], priced: list[tuple | None],
-                  received_at: int, first_seq: int | None = None) -> pa.Table:
-    """Records and their prices (version id, cost, list cost) -> an Arrow table of ledger rows."""
-    unpriced = (None, None, None)
-    prices = [p or unpriced for p in priced]
-    columns: dict[str, list] = {
-        "request_id": [r.request_id for r in records],
-        "occurred_at": [epoch_micros(r.occurred_at) for r in records],
-        "received_at": [received_at] * len(records),
-        "api_key_id": [r.api_key_id for r in records],
-        "model": [r.model for r in records],
-        "endpoint": [r.endpoint for r in records],
-        "input_tokens": [r.input_tokens for r in records],
-        "cached_tokens": [r.cached_tokens for r in records],
-        "cache_write_tokens": [r.cache_write_tokens for r in records],
-        "output_tokens": [r.output_tokens for r in records],
-        "thinking_tokens": [r.thinking_tokens for r in records],
-        "web_search_requests": [r.web_search_requests for r in records],
-        "tags": [list(r.tags.items()) if r.tags else None for r in records],
-        "rate_version_id": [p[0] for p in prices],
-        "cost_pico": [p[1] for p in prices],
-        "list_cost_pico": [p[2] for p in prices],
-        "fingerprint": fingerprints,
-        "seq": list(range(first_seq, first_seq + len(records))) if first_seq is not None else [None] * len(records),
-    }
-    arrays = []
-    for f in LEDGER_SCHEMA:
-        if pa.types.is_timestamp(f.type):
-            arrays.append(pa.array(columns[f.name], pa.int64()).cast(f.type))
-        else:
-            arrays.append(pa.array(columns[f.name], f.type))
-    return pa.Table.from_arrays(arrays, schema=LEDGER_SCHEMA)
+
+CONTENT = ["occurred_at", "api_key_id", "model", "endpoint", *TOKEN_FIELDS, "tags"]
+_STORED = (
+    "SELECT l.request_id, " + ", ".join(f"l.{c}" for c in CONTENT)  # noqa: S608 (constant column names)
+    + " FROM ledger l SEMI JOIN ingest_batch b ON l.request_id = b.request_id AND l.seq NOT BETWEEN "
+    "(SELECT min(seq) FROM ingest_batch) AND (SELECT max(seq) FROM ingest_batch)"
+)
+
+
+def _content(row: tuple) -> tuple:
+    """The usage a row records, comparable whichever way it was read (tags as a sorted tuple)."""
+    *head, tags = row
+    if isinstance(tags, dict):
+        tags = tags.items()
+    return (*head, tuple(sorted(tags)) if tags else None)
+
+
+def _conflict(rid: str) -> Outcome:
+    return Outcome("rejected", f"request_id {rid!r}: conflict: a record with this request_id and different content "
+                               "is already stored")

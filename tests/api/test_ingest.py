@@ -60,6 +60,37 @@ def test_duplicates_within_one_batch(client, store):
     assert stored_ids(store) == ["same"]
 
 
+def test_a_large_body_settles_retries_conflicts_and_in_body_duplicates_record_by_record(client, store):
+    """Bodies of FAST_PATH_MIN records or more are checked by columns and inserted in one statement;
+    what the ledger does not take is then settled one record at a time, as for small bodies."""
+    first = [record(f"L{i}", tags={"team": "a", "env": "prod"}) for i in range(40)]
+    assert post(client, first).json()["accepted"] == 40
+    retry = [dict(r) for r in first[:20]]
+    retry[3] = dict(retry[3], tags={"env": "prod", "team": "a"})  # the same tags in another order
+    retry[5] = dict(retry[5], output_tokens=retry[5]["output_tokens"] + 1)  # changed content
+    fresh = [record(f"M{i}") for i in range(20)]
+    body = retry + fresh + [dict(fresh[0]), dict(fresh[1], input_tokens=fresh[1]["input_tokens"] + 1)]
+    result = post(client, body).json()
+    assert (result["accepted"], result["duplicates"], result["rejected"]) == (20, 20, 2)
+    assert [(e["index"], e["request_id"]) for e in result["errors"]] == [(5, "L5"), (41, "M1")]
+    assert all("conflict" in e["error"] for e in result["errors"])
+    assert len(stored_ids(store)) == 60
+
+
+def test_a_cost_beyond_the_supported_range_is_rejected_and_the_rest_of_the_body_stored(client, store):
+    most = {"current": "1000000", "list": "1000000"}  # the highest price a rate card takes, per 1M tokens
+    r = client.post("/v1/rates", json={"model": "dear", "effective_from": "2026-01-01T00:00:00Z",
+                                       "input": most, "output": most, "cached_input": most}, headers=auth(ADMIN))
+    assert r.status_code == 201, r.text
+    body = [record(f"d{i}", model="dear") for i in range(40)]
+    body[9] = dict(body[9], input_tokens=2**31 - 1, cached_tokens=0, cache_write_tokens=0,
+                   output_tokens=2**31 - 1, thinking_tokens=None)
+    result = post(client, body).json()
+    assert (result["accepted"], result["rejected"]) == (39, 1)
+    assert result["errors"][0]["index"] == 9 and "beyond the supported range" in result["errors"][0]["error"]
+    assert "d9" not in stored_ids(store) and len(stored_ids(store)) == 39
+
+
 def test_native_retry_of_a_canonical_record_is_a_duplicate(client):
     canonical = record("c1", endpoint="messages", input_tokens=2098, cached_tokens=1800, cache_write_tokens=248,
                        output_tokens=503, thinking_tokens=None)
