@@ -4,60 +4,26 @@ Prints figures; asserts nothing.
 
     .venv/bin/python -m benchmarks.ingest [--quick]
 
-The load generator is 4 processes x N threads, each thread with its own keep-alive
-connection, so that the client is not the bottleneck of a single event loop.
+The load generator (benchmarks/loadgen.py) is 2 processes of asyncio keep-alive connections
+with prebuilt requests, a few microseconds of client work per request.
 """
 
 from __future__ import annotations
 
 import statistics
 import tempfile
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import httpx
 import orjson
 
+from benchmarks.loadgen import load
 from tests.conftest import INGEST, Server, generate_records
-
-PROCESSES = 4
-
-
-def _load(url: str, method: str, path: str, bodies: list[bytes], threads: int) -> list[float]:
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def worker(mine: list[bytes]) -> None:
-        local = []
-        with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {INGEST}",
-                                                             "Content-Type": "application/json"}) as client:
-            for body in mine:
-                t0 = time.perf_counter()
-                r = client.request(method, path, content=body or None)
-                local.append(time.perf_counter() - t0)
-                if r.status_code != 200:
-                    raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
-        with lock:
-            latencies.extend(local)
-
-    pool = [threading.Thread(target=worker, args=(bodies[i::threads],)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return latencies
 
 
 def run(url: str, method: str, path: str, bodies: list[bytes], clients: int) -> tuple[float, list[float]]:
-    per_process = max(1, clients // PROCESSES)
-    procs = min(PROCESSES, clients)
-    start = time.perf_counter()
-    with ProcessPoolExecutor(procs) as pool:
-        parts = list(pool.map(_load, [url] * procs, [method] * procs, [path] * procs,
-                              [bodies[i::procs] for i in range(procs)], [per_process] * procs))
-    return time.perf_counter() - start, [x for part in parts for x in part]
+    """Load from `clients` keep-alive connections over 2 processes (benchmarks/loadgen.py)."""
+    return load(url, method, path, INGEST, bodies, connections=clients, processes=2)
 
 
 def pct(values: list[float], q: int) -> float:

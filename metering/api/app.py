@@ -8,9 +8,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering import __version__
 from metering.api import budgets, errors, keys, rates, records, reports, usage
@@ -24,6 +26,32 @@ from metering.webhooks import Evaluator, Sender, parse_schedule
 DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "dashboards"
 DASHBOARD_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                  "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+class DashboardHeaders:
+    """Security headers on the dashboard's responses. Plain ASGI, so the API's requests pass
+    through at the cost of one string comparison (Starlette's @app.middleware("http") wraps every
+    response in a stream and cost about half of a small request's time)."""
+
+    HEADERS = (("content-security-policy", DASHBOARD_CSP), ("x-content-type-options", "nosniff"),
+               ("referrer-policy", "no-referrer"))
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/dashboard"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in self.HEADERS:
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def open_store(settings: Settings) -> Store:
@@ -70,11 +98,11 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     errors.install(app)
 
     @app.get("/healthz", tags=["health"], summary="Liveness; needs no token")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/v1/me", tags=["health"], summary="Who the token is: role, and for a key its id and account")
-    def me(principal: Annotated[Principal, Depends(require(ADMIN, INGEST, KEY))]) -> dict[str, Any]:
+    async def me(principal: Annotated[Principal, Depends(require(ADMIN, INGEST, KEY))]) -> dict[str, Any]:
         key = principal.key
         return {"role": principal.role, "api_key_id": key.api_key_id if key else None,
                 "account_id": key.account_id if key else None}
@@ -83,15 +111,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     def root() -> RedirectResponse:
         return RedirectResponse("/dashboard/")
 
-    @app.middleware("http")
-    async def dashboard_headers(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        if request.url.path.startswith("/dashboard"):
-            response.headers["Content-Security-Policy"] = DASHBOARD_CSP
-            response.headers["X-Content-Type-Options"] = "nosniff"
-            response.headers["Referrer-Policy"] = "no-referrer"
-        return response
-
+    app.add_middleware(DashboardHeaders)
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")
 
     app.include_router(usage.router)

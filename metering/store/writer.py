@@ -8,6 +8,7 @@ acknowledged record is durable.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import queue
@@ -23,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from metering.batch import records_table
-from metering.pricing import MAX_COST_PICO
+from metering.pricing import MAX_COST_PICO, CostOverflow, total_pico, unit_prices
 from metering.records import TOKEN_FIELDS, UsageRecord
 from metering.repricing import cost_sql, units_table
 
@@ -47,8 +48,11 @@ class Outcome:
 
 @dataclass
 class _Ingest:
-    table: pa.Table  # canonical records (metering.batch.CANONICAL_SCHEMA)
+    records: Sequence[UsageRecord] | pa.Table  # parsed records, or a canonical table (metering.batch)
     future: Future = field(default_factory=Future)
+
+    def __len__(self) -> int:
+        return len(self.records)
 
 
 @dataclass
@@ -62,6 +66,7 @@ _STOP = object()
 ACCEPTED_OUTCOME = Outcome(ACCEPTED)
 DUPLICATE_OUTCOME = Outcome(DUPLICATE)
 
+_INSERT_PRICED = "INSERT OR IGNORE INTO ledger BY NAME SELECT *, $received AS received_at FROM ingest_batch"
 # Priced as it is inserted: the version in effect at occurred_at (an ASOF join on the rate card's
 # unit prices), the integer cost of pricing.py in HUGEINT; a cost beyond BIGINT is left out.
 _INSERT_LEDGER = f"""
@@ -124,7 +129,7 @@ class Writer:
     def submit_ingest(self, records: Sequence[UsageRecord] | pa.Table) -> Future:
         """Queue records (parsed, or a canonical table); the future resolves to one Outcome per
         record once committed."""
-        item = _Ingest(records if isinstance(records, pa.Table) else records_table(records))
+        item = _Ingest(records)
         self._queue.put(item)
         return item.future
 
@@ -186,7 +191,7 @@ class Writer:
                 self._transaction([item], lambda fn=item.fn: [fn(self._con)])
                 continue
             group = [item]
-            size = len(item.table)
+            size = len(item)
             while size < self._max_group:
                 try:
                     more = self._queue.get_nowait()
@@ -196,7 +201,8 @@ class Writer:
                     self._held = more
                     break
                 group.append(more)
-                size += len(more.table)
+                size += len(more)
+            group.sort(key=lambda item: isinstance(item.records, pa.Table))  # parsed records first
             self._transaction(group, lambda g=group: self._ingest_group(g))
             self.groups_committed += 1
             for listener in self._listeners:
@@ -229,40 +235,79 @@ class Writer:
         return self._units_cache
 
     def _ingest_group(self, group: list[_Ingest]) -> list[list[Outcome]]:
-        """Insert and price a group's records in one statement; tell each request what became of its own.
+        """Insert and price a group's records; tell each request what became of its own.
 
-        The usual group (new request_ids, all priceable) costs one INSERT and no per-record Python.
+        The usual group (new request_ids, all priceable) costs one INSERT per kind of input (parsed
+        records from small bodies, priced here; tables from large bodies, priced by the INSERT).
         Only when the ledger took fewer rows than it was given does the slow path look row by row:
         a request_id seen before is a duplicate if the stored usage is the same, a conflict otherwise.
         """
-        tables = [item.table for item in group]
+        # Parsed records (small bodies, first in the group) become one table, not one per request.
+        parsed = [record for item in group if not isinstance(item.records, pa.Table) for record in item.records]
+        tables = ([records_table(parsed)] if parsed else []) + [
+            item.records for item in group if isinstance(item.records, pa.Table)]
         batch = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         n = batch.num_rows
         ids = batch.column("request_id").to_pylist()
         first: dict[str, int] = {}
         for pos, rid in enumerate(ids):
             first.setdefault(rid, pos)
-        candidates = batch if len(first) == n else batch.take(sorted(first.values()))
+        keep = range(n) if len(first) == n else sorted(first.values())
+        candidates = batch if len(first) == n else batch.take(keep)
         lo = self._seq + 1
         self._seq += candidates.num_rows
         candidates = candidates.append_column("seq", pa.array(range(lo, self._seq + 1), pa.int64()))
-        received = self._store.clock().astimezone(UTC).replace(tzinfo=None)
-        self._con.register("ingest_batch", candidates)
-        self._con.register("rate_units", self._units())
+        received = {"received": self._store.clock().astimezone(UTC).replace(tzinfo=None)}
+        small = bisect.bisect_left(keep, len(parsed))  # candidates that came as parsed records
+        count = 0
         try:
-            ((count,),) = self._con.execute(_INSERT_LEDGER, {"received": received}).fetchall()
+            if small:  # priced in Python: for a few rows, cheaper than planning the pricing join
+                self._con.register("ingest_batch", self._priced(candidates.slice(0, small),
+                                                                [parsed[p] for p in keep[:small]]))
+                ((inserted,),) = self._con.execute(_INSERT_PRICED, received).fetchall()
+                count += inserted
+            if small < candidates.num_rows:
+                self._con.register("ingest_batch", candidates.slice(small))
+                self._con.register("rate_units", self._units())
+                ((inserted,),) = self._con.execute(_INSERT_LEDGER, received).fetchall()
+                count += inserted
             self._unflushed += count
             if count == n:
-                return [[ACCEPTED_OUTCOME] * len(item.table) for item in group]
+                return [[ACCEPTED_OUTCOME] * len(item) for item in group]
+            self._con.register("ingest_batch", candidates)
             outcomes = self._settle(batch, ids, first, lo)
         finally:
-            self._con.unregister("ingest_batch")
-            self._con.unregister("rate_units")
+            for name in ("ingest_batch", "rate_units"):
+                with contextlib.suppress(duckdb.Error):
+                    self._con.unregister(name)
         results, start = [], 0
         for item in group:
-            results.append(outcomes[start:start + len(item.table)])
-            start += len(item.table)
+            results.append(outcomes[start:start + len(item)])
+            start += len(item)
         return results
+
+    def _priced(self, table: pa.Table, records: list[UsageRecord]) -> pa.Table:
+        """The rows with their rate version and costs (pricing.py); a cost out of range leaves its row out."""
+        card = self._store.card
+        columns: tuple[list, list, list] = ([], [], [])
+        keep = []
+        for row, record in enumerate(records):
+            version = card.version_at(record.model, record.occurred_at)
+            priced: tuple = (None, None, None)
+            if version is not None:
+                try:
+                    priced = (version.id, total_pico(record, unit_prices(version, "current")),
+                              total_pico(record, unit_prices(version, "list")))
+                except CostOverflow:
+                    continue
+            keep.append(row)
+            for column, value in zip(columns, priced, strict=True):
+                column.append(value)
+        if len(keep) < len(records):
+            table = table.take(keep)
+        return (table.append_column("rate_version_id", pa.array(columns[0], pa.int32()))
+                .append_column("cost_pico", pa.array(columns[1], pa.int64()))
+                .append_column("list_cost_pico", pa.array(columns[2], pa.int64())))
 
     def _settle(self, batch: pa.Table, ids: list[str], first: dict[str, int], lo: int) -> list[Outcome]:
         """Outcomes when not every row was inserted: duplicates, conflicts, costs out of range."""
