@@ -65,13 +65,22 @@ def _open_for_serving(settings: Settings) -> tuple[Settings, dict[str, str], Any
 
 def _run_server(settings: Settings, store: Any, log_level: str) -> int:
     """Serve the app on an open store until stopped; closes the store."""
+    import gc
+
     import uvicorn
 
     from metering.api.app import create_app
 
+    app = create_app(settings, store=store)
+    # A 1,000-record body is ~15,000 new objects, which set off the collector's full passes over
+    # every object of the process many times a request (a quarter of the server's time in a profile
+    # of batch ingest). Objects alive now (modules, the app) are frozen out of those passes, and the
+    # young generation is collected every 50,000 allocations instead of 700.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     try:
-        uvicorn.run(create_app(settings, store=store), host=settings.host, port=settings.port,
-                    log_level=log_level, access_log=False)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False)
     finally:
         store.close()
     return 0

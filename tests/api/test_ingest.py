@@ -77,18 +77,19 @@ def test_a_large_body_settles_retries_conflicts_and_in_body_duplicates_record_by
     assert len(stored_ids(store)) == 60
 
 
-def test_a_cost_beyond_the_supported_range_is_rejected_and_the_rest_of_the_body_stored(client, store):
+@pytest.mark.parametrize("size", [3, 40], ids=["priced-in-python", "priced-in-sql"])
+def test_a_cost_beyond_the_supported_range_is_rejected_and_the_rest_of_the_body_stored(client, store, size):
     most = {"current": "1000000", "list": "1000000"}  # the highest price a rate card takes, per 1M tokens
     r = client.post("/v1/rates", json={"model": "dear", "effective_from": "2026-01-01T00:00:00Z",
                                        "input": most, "output": most, "cached_input": most}, headers=auth(ADMIN))
     assert r.status_code == 201, r.text
-    body = [record(f"d{i}", model="dear") for i in range(40)]
-    body[9] = dict(body[9], input_tokens=2**31 - 1, cached_tokens=0, cache_write_tokens=0,
+    body = [record(f"d{i}", model="dear") for i in range(size)]
+    body[1] = dict(body[1], input_tokens=2**31 - 1, cached_tokens=0, cache_write_tokens=0,
                    output_tokens=2**31 - 1, thinking_tokens=None)
     result = post(client, body).json()
-    assert (result["accepted"], result["rejected"]) == (39, 1)
-    assert result["errors"][0]["index"] == 9 and "beyond the supported range" in result["errors"][0]["error"]
-    assert "d9" not in stored_ids(store) and len(stored_ids(store)) == 39
+    assert (result["accepted"], result["rejected"]) == (size - 1, 1)
+    assert result["errors"][0]["index"] == 1 and "beyond the supported range" in result["errors"][0]["error"]
+    assert "d1" not in stored_ids(store) and len(stored_ids(store)) == size - 1
 
 
 def test_native_retry_of_a_canonical_record_is_a_duplicate(client):
