@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test lint bench bench-litellm clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,5 +22,14 @@ lint: $(BIN)/.installed
 test: lint
 	$(BIN)/pytest
 
+# The benchmark suite (figures beside same-run references; writes test-artifacts/bench/results.{json,md}).
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.run --size $(or $(SIZE),quick)
+
+# litellm, for the pricing benchmark's reference only, in an environment of its own.
+bench-litellm:
+	$(PYTHON) -m venv .venv-litellm
+	.venv-litellm/bin/python -m pip install --quiet litellm
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-litellm .pytest_cache

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
 
 from metering.errors import MeteringError
-from metering.ingest import BadLine, parse_items, summarize
+from metering.ingest import BadLine, Parsed, parse_items, summarize
 from metering.settings import Settings
 
 
@@ -28,6 +29,25 @@ class LocalBackend:
         parsed = parse_items(items, now=self.store.clock())
         outcomes = self.store.writer.ingest(parsed.table) if parsed.count else []
         return summarize(parsed, outcomes)
+
+    def ingest_table(self, table: Any, to_item: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+        """A typed table (a Parquet file's rows): checked by columns when its schema allows, the
+        rows that fail any check (and every row, when it does not) checked one by one."""
+        from metering.batch import split_table
+
+        split = split_table(table, now=self.store.clock())
+        if split is None:
+            return self.ingest([to_item(row) for row in table.to_pylist(maps_as_pydicts="strict")])
+        result = summarize(Parsed(total=len(split.positions), table=split.table, positions=split.positions),
+                           self.store.writer.ingest(split.table) if split.positions else [])
+        if split.slow:
+            rest = self.ingest([to_item(row) for row in table.take(split.slow).to_pylist(maps_as_pydicts="strict")])
+            for name in ("accepted", "duplicates", "rejected"):
+                result[name] += rest[name]
+            for error in rest["errors"]:
+                error["index"] = split.slow[error["index"]]
+            result["errors"] = sorted(result["errors"] + rest["errors"], key=lambda e: e["index"])
+        return result
 
     def add_key(self, body: dict[str, Any]) -> dict[str, Any]:
         from pydantic import ValidationError

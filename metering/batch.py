@@ -139,6 +139,10 @@ def _tags(values: list[Any], bad: bytearray) -> pa.Array:
                     bad[j] = 1
                     values[j] = None
         tags = pa.array(values, TAGS_TYPE)
+    return _checked_tags(tags, bad)
+
+
+def _checked_tags(tags: pa.Array, bad: bytearray) -> pa.Array:
     if tags.null_count == len(tags):
         return tags
     entries = pa.ListArray.from_arrays(tags.offsets, tags.keys)  # list kernels do not take maps
@@ -203,11 +207,55 @@ def split_items(items: Sequence[Any], *, now: datetime) -> Split:
         allowed = _INT if name in REQUIRED else _INT_OR_NULL
         columns[name] = _ints(_typed([r.get(name) for r in rows], allowed, bad), bad)
     stamps = _typed([r.get("occurred_at") for r in rows], _STR, bad)
-
     columns["tags"] = _tags([r.get("tags") for r in rows], bad)
+    columns["occurred_at"], ok = _timestamps(stamps, now)
+    return _finish(columns, ok, bad, candidates, len(items))
 
-    occurred, ok = _timestamps(stamps, now)
-    columns["occurred_at"] = occurred
+
+def split_table(table: pa.Table, *, now: datetime) -> Split | None:
+    """The same checks on a typed table (a Parquet file's rows); None when its columns are not the
+    canonical ones with types that say what the JSON types say (then the caller goes row by row)."""
+    names = set(table.column_names)
+    if not names <= CANONICAL_FIELDS or not names >= REQUIRED:
+        return None
+    n = table.num_rows
+    columns: dict[str, pa.Array] = {}
+    for name in (*STRING_FIELDS, "endpoint"):
+        column = table[name].combine_chunks() if name in names else pa.nulls(n, pa.string())
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or pa.types.is_null(column.type)):
+            return None
+        columns[name] = column.cast(pa.string())
+    for name in TOKEN_FIELDS:
+        column = table[name].combine_chunks() if name in names else pa.nulls(n, pa.int64())
+        if not (pa.types.is_integer(column.type) or pa.types.is_null(column.type)):
+            return None
+        if pa.types.is_uint64(column.type) and pc.max(column).as_py() is not None and pc.max(column).as_py() >= 2**63:
+            return None
+        columns[name] = column.cast(pa.int64())
+        if name in REQUIRED and column.null_count:
+            return None
+    tags = table["tags"].combine_chunks() if "tags" in names else pa.nulls(n, TAGS_TYPE)
+    if pa.types.is_null(tags.type):
+        tags = pa.nulls(n, TAGS_TYPE)
+    if tags.type != TAGS_TYPE:
+        return None
+    bad = bytearray(n)
+    columns["tags"] = _checked_tags(tags, bad)
+    stamps = table["occurred_at"].combine_chunks()
+    if pa.types.is_string(stamps.type) or pa.types.is_large_string(stamps.type):
+        columns["occurred_at"], ok = _timestamps(stamps.cast(pa.string()), now)
+    elif pa.types.is_timestamp(stamps.type) and stamps.type.tz is not None:  # an instant: any zone will do
+        micros = stamps.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        ok = pc.fill_null(pc.less_equal(micros, epoch_micros(now + FUTURE_TOLERANCE)), False)
+        columns["occurred_at"] = micros.cast(pa.timestamp("us"))
+    else:  # a timestamp without a zone is ambiguous: parse_record words the error
+        return None
+    return _finish(columns, ok, bad, list(range(n)), n)
+
+
+def _finish(columns: dict[str, pa.Array], ok: pa.Array, bad: bytearray, candidates: list[int], total: int) -> Split:
+    """Every rule checked over whole columns -> the split of the body."""
+    n = len(candidates)
     checks = [ok]
     for name in STRING_FIELDS:
         length = pc.utf8_length(columns[name])
@@ -218,7 +266,7 @@ def split_items(items: Sequence[Any], *, now: datetime) -> Split:
     for name in TOKEN_FIELDS:
         column = columns[name]
         checks.append(pc.or_kleene(pc.is_null(column),
-                             pc.and_kleene(pc.greater_equal(column, 0), pc.less_equal(column, MAX_TOKENS))))
+                                   pc.and_kleene(pc.greater_equal(column, 0), pc.less_equal(column, MAX_TOKENS))))
     cache = pc.add(columns["cached_tokens"], columns["cache_write_tokens"])
     checks.append(pc.less_equal(cache, columns["input_tokens"]))
     thinking = columns["thinking_tokens"]
@@ -230,11 +278,11 @@ def split_items(items: Sequence[Any], *, now: datetime) -> Split:
 
     table = pa.table({name: columns[name] for name in CANONICAL_SCHEMA.names})
     if pc.all(good).as_py():
-        slow = [] if n == len(items) else sorted(set(range(len(items))) - set(candidates))
+        slow = [] if n == total else sorted(set(range(total)) - set(candidates))
         return Split(_conform(table), list(candidates), slow)
     keep = good.to_pylist()
     positions = [candidates[j] for j in range(n) if keep[j]]
-    return Split(_conform(table.filter(good)), positions, sorted(set(range(len(items))) - set(positions)))
+    return Split(_conform(table.filter(good)), positions, sorted(set(range(total)) - set(positions)))
 
 
 def _conform(table: pa.Table) -> pa.Table:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from metering.batch import records_table
 from metering.pricing import MAX_COST_PICO, CostOverflow, total_pico, unit_prices
@@ -69,14 +70,17 @@ DUPLICATE_OUTCOME = Outcome(DUPLICATE)
 _INSERT_PRICED = "INSERT OR IGNORE INTO ledger BY NAME SELECT *, $received AS received_at FROM ingest_batch"
 # Priced as it is inserted: the version in effect at occurred_at (an ASOF join on the rate card's
 # unit prices), the integer cost of pricing.py in HUGEINT; a cost beyond BIGINT is left out.
+PRICED = f"""
+SELECT l.*, $received AS received_at, v.version_id AS rate_version_id,
+       CASE WHEN v.version_id IS NOT NULL THEN {cost_sql('cur')} END AS cost_huge,
+       CASE WHEN v.version_id IS NOT NULL THEN {cost_sql('list')} END AS list_huge
+FROM ingest_batch l
+ASOF LEFT JOIN rate_units v ON l.model = v.model AND l.occurred_at >= v.effective_from
+"""  # noqa: S608 (fixed SQL: the basis names are constants)
 _INSERT_LEDGER = f"""
 INSERT OR IGNORE INTO ledger BY NAME
 SELECT * EXCLUDE (cost_huge, list_huge), cost_huge::BIGINT AS cost_pico, list_huge::BIGINT AS list_cost_pico
-FROM (SELECT l.*, $received AS received_at, v.version_id AS rate_version_id,
-             CASE WHEN v.version_id IS NOT NULL THEN {cost_sql('cur')} END AS cost_huge,
-             CASE WHEN v.version_id IS NOT NULL THEN {cost_sql('list')} END AS list_huge
-      FROM ingest_batch l
-      ASOF LEFT JOIN rate_units v ON l.model = v.model AND l.occurred_at >= v.effective_from)
+FROM ({PRICED})
 WHERE rate_version_id IS NULL OR (cost_huge <= {MAX_COST_PICO} AND list_huge <= {MAX_COST_PICO})
 """  # noqa: S608 (fixed SQL: the basis names are constants)
 ROLLUP_UPSERT = """
@@ -101,8 +105,8 @@ ON CONFLICT DO UPDATE SET
     list_cost_pico = list_cost_pico + excluded.list_cost_pico,
     unpriced_requests = unpriced_requests + excluded.unpriced_requests
 """
-_FLUSH = ROLLUP_UPSERT.format(
-    source="(SELECT * FROM ledger WHERE seq > (SELECT watermark FROM rollup_state) AND seq <= $hi)")
+# Constant bounds (not a subquery), so the ledger scan skips every row group outside them (zone maps).
+_FLUSH = ROLLUP_UPSERT.format(source="(SELECT * FROM ledger WHERE seq > $lo AND seq <= $hi)")
 FLUSH_RECORDS = 50_000  # roll up at least this often (in records) ...
 FLUSH_SECONDS = 1.0  # ... and this often (in seconds) while anything is pending
 
@@ -167,7 +171,8 @@ class Writer:
 
     def flush(self, con: duckdb.DuckDBPyConnection) -> None:
         """Bring the rollup up to date, inside the caller's transaction on the writer thread."""
-        con.execute(_FLUSH, {"hi": self._seq})
+        (watermark,) = con.execute("SELECT watermark FROM rollup_state").fetchall()[0]
+        con.execute(_FLUSH, {"lo": int(watermark), "hi": self._seq})
         con.execute("UPDATE rollup_state SET watermark = ?", [self._seq])
         self._unflushed = 0
         self._last_flush = time.monotonic()
@@ -248,12 +253,13 @@ class Writer:
             item.records for item in group if isinstance(item.records, pa.Table)]
         batch = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         n = batch.num_rows
-        ids = batch.column("request_id").to_pylist()
+        unique = n < 2 or pc.count_distinct(batch.column("request_id")).as_py() == n
+        ids: list[str] = [] if unique else batch.column("request_id").to_pylist()
         first: dict[str, int] = {}
         for pos, rid in enumerate(ids):
             first.setdefault(rid, pos)
-        keep = range(n) if len(first) == n else sorted(first.values())
-        candidates = batch if len(first) == n else batch.take(keep)
+        keep = range(n) if unique else sorted(first.values())
+        candidates = batch if unique else batch.take(keep)
         lo = self._seq + 1
         self._seq += candidates.num_rows
         candidates = candidates.append_column("seq", pa.array(range(lo, self._seq + 1), pa.int64()))
@@ -275,6 +281,9 @@ class Writer:
             if count == n:
                 return [[ACCEPTED_OUTCOME] * len(item) for item in group]
             self._con.register("ingest_batch", candidates)
+            if unique:
+                ids = batch.column("request_id").to_pylist()
+                first = {rid: pos for pos, rid in enumerate(ids)}
             outcomes = self._settle(batch, ids, first, lo)
         finally:
             for name in ("ingest_batch", "rate_units"):

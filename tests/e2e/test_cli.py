@@ -58,6 +58,50 @@ def test_import_ndjson_csv_and_parquet_into_the_file_with_dedup(tmp_path):
     assert ledger_count(db) == 3000
 
 
+def ledger_rows(db: Path) -> list[tuple]:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT * EXCLUDE (received_at, seq) FROM ledger ORDER BY request_id").fetchall()
+    finally:
+        con.close()
+
+
+def test_a_typed_parquet_file_is_checked_by_columns_and_stores_what_ndjson_stores(tmp_path):
+    """Parquet with real types (zoned timestamps, integer counts, a map of tags) takes the column
+    path; its bad rows are still reported by record number, with parse_record's words."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = generate_records(2500, seed=11)
+    records[4] = dict(records[4], input_tokens=-3)
+    records[2100] = dict(records[2100], endpoint="bogus")
+    table = pa.table({
+        "request_id": [r["request_id"] for r in records],
+        "occurred_at": pa.array([datetime.fromisoformat(r["occurred_at"]) for r in records],
+                                pa.timestamp("us", tz="Asia/Kolkata")),
+        "api_key_id": [r["api_key_id"] for r in records],
+        "model": [r["model"] for r in records],
+        "endpoint": [r["endpoint"] for r in records],
+        **{name: pa.array([r[name] for r in records], pa.int64())
+           for name in ("input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens", "thinking_tokens",
+                        "web_search_requests")},
+        "tags": pa.array([r["tags"] for r in records], pa.map_(pa.string(), pa.string())),
+    })
+    pq.write_table(table, tmp_path / "typed.parquet")
+    r = run("import", str(tmp_path / "typed.parquet"), "--db", str(tmp_path / "p.duckdb"), "--quiet")
+    assert r.returncode == 1 and "accepted 2498, duplicates 0, rejected 2" in r.stdout
+    assert "record 5: input_tokens: must be a non-negative integer" in r.stderr
+    assert "record 2101: endpoint: must be one of" in r.stderr
+    r = run("import", str(write_ndjson(tmp_path / "same.ndjson", records)), "--db", str(tmp_path / "n.duckdb"),
+            "--quiet")
+    assert "accepted 2498" in r.stdout
+    assert ledger_rows(tmp_path / "p.duckdb") == ledger_rows(tmp_path / "n.duckdb")
+    again = run("import", str(tmp_path / "typed.parquet"), "--db", str(tmp_path / "p.duckdb"), "--quiet")
+    assert "accepted 0, duplicates 2498, rejected 2" in again.stdout
+
+
 def test_import_reports_bad_lines_and_still_stores_the_good_ones(tmp_path):
     db = tmp_path / "m.duckdb"
     path = tmp_path / "bad.ndjson"
