@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -244,23 +246,120 @@ class Status:
         }
 
 
-def status(cur: duckdb.DuckDBPyConnection, budget: Budget, *, now: datetime, with_projection: bool = True) -> Status:
+class StatusCache:
+    """Hourly spend of a budget's rolled-up part, per window, for one state of the rollup
+    (watermark, generation, keys): exact until the rollup moves (a flush, about once a second
+    under ingest, or a re-rating), so a status costs only the small unrolled tail meanwhile."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._entries: OrderedDict[tuple, dict[datetime, tuple[int, int]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple) -> dict[datetime, tuple[int, int]] | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: tuple, value: dict[datetime, tuple[int, int]]) -> None:
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
+_HOURLY = ("SELECT date_trunc('hour', {ts}) AS h, coalesce(sum(pico) FILTER (WHERE {ts} >= ?), 0), "
+           "coalesce(sum(pico), 0) FROM ({source}) s WHERE {ts} >= ? AND {ts} < ? GROUP BY h")
+
+
+def _hourly_from(cur: duckdb.DuckDBPyConnection, budget: Budget, table: str, period_start: datetime, lo: datetime,
+                 end: datetime) -> dict[datetime, tuple[int, int]]:
+    """Per UTC hour in [lo, end): (spend inside the period, all spend), from one FROM item."""
+    source, ts, params = _spend_source(budget, table)
+    rows = cur.execute(_HOURLY.format(ts=ts, source=source),
+                       [naive_utc(period_start), *params, naive_utc(lo), naive_utc(end)]).fetchall()
+    return {h.replace(tzinfo=UTC): (int(inside), int(total)) for h, inside, total in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class RollupState:
+    """What a read snapshot holds beyond the rollup: its state, the keys' accounts, and the
+    unrolled tail as (15-minute bucket, key, cost, list cost). Read once for all the budgets a
+    request or an evaluation looks at."""
+
+    watermark: int
+    generation: int
+    accounts: dict[str, str]
+    tail: list[tuple[datetime, str, int, int]]
+
+    @classmethod
+    def read(cls, cur: duckdb.DuckDBPyConnection) -> RollupState:
+        (watermark, generation), = cur.execute("SELECT watermark, generation FROM rollup_state").fetchall()
+        accounts = dict(cur.execute("SELECT api_key_id, account_id FROM api_keys").fetchall())
+        sql = f"SELECT bucket_start, api_key_id, cost_pico, list_cost_pico FROM usage_rollup_tail({int(watermark)})"  # noqa: S608
+        tail = cur.execute(sql).fetchall()
+        return cls(int(watermark), int(generation), accounts, [(b.replace(tzinfo=UTC), k, c, lc) for b, k, c, lc in tail])
+
+    def tail_hourly(self, budget: Budget, period_start: datetime, lo: datetime,
+                    end: datetime) -> dict[datetime, tuple[int, int]]:
+        out: dict[datetime, tuple[int, int]] = {}
+        scope, list_basis = budget.scope, budget.basis != "cost"
+        for bucket, api_key_id, cost, list_cost in self.tail:
+            if not lo <= bucket < end:
+                continue
+            if scope.kind == "api_key" and api_key_id != scope.value:
+                continue
+            if scope.kind == "account" and self.accounts.get(api_key_id, UNASSIGNED) != scope.value:
+                continue
+            pico = int(list_cost if list_basis else cost)
+            hour = bucket.replace(minute=0)
+            inside, total = out.get(hour, (0, 0))
+            out[hour] = (inside + (pico if bucket >= period_start else 0), total + pico)
+        return out
+
+
+def _hourly(cur: duckdb.DuckDBPyConnection, budget: Budget, period_start: datetime, lo: datetime, end: datetime,
+            cache: StatusCache | None, state: RollupState | None) -> dict[datetime, tuple[int, int]]:
+    if cache is None or budget.scope.kind == "tag":  # tags are not in the rollup: the ledger answers
+        return _hourly_from(cur, budget, live_rollup(cur), period_start, lo, end)
+    state = state or RollupState.read(cur)
+    keys = len(state.accounts) if budget.scope.kind == "account" else 0
+    key = (budget.id, budget.basis, budget.scope, period_start, lo, end, state.watermark, state.generation, keys)
+    rolled = cache.get(key)
+    if rolled is None:
+        rolled = _hourly_from(cur, budget, "usage_rollup", period_start, lo, end)
+        cache.put(key, rolled)
+    tail = state.tail_hourly(budget, period_start, lo, end)
+    if not tail:
+        return rolled
+    merged = dict(rolled)
+    for hour, (inside, total) in tail.items():
+        before = merged.get(hour, (0, 0))
+        merged[hour] = (before[0] + inside, before[1] + total)
+    return merged
+
+
+def status(cur: duckdb.DuckDBPyConnection, budget: Budget, *, now: datetime, with_projection: bool = True,
+           cache: StatusCache | None = None, state: RollupState | None = None) -> Status:
+    """A budget's spend in its current period and, with the projection, its forecast at the end.
+    One pass over spend per hour, from the profile's first day (or the period's start, if earlier)
+    to the period's end (period bounds fall on 15-minute rollup boundaries, so hours that straddle
+    them are split exactly by the in-period filter)."""
     start, end = budgets.period_bounds(budget.period, budget.tz, now)
-    if not with_projection:
-        spent = spend(cur, budget, start, end)
-        return Status(budget, start, end, spent, spent)
-    # One query: spend per hour from the profile's first day (or the period's start, if earlier) to
-    # the period's end; the period's spend is the sum of its part (period bounds fall on 15-minute
-    # rollup boundaries, so hours that straddle them are split exactly by the slot filter).
     history_start = budgets.utc_hour(now) - timedelta(days=budgets.PROFILE_DAYS)
-    source, ts, params = _spend_source(budget, live_rollup(cur))
-    sql = (f"SELECT date_trunc('hour', {ts}) AS h, coalesce(sum(pico) FILTER (WHERE {ts} >= ?), 0), "  # noqa: S608
-           f"coalesce(sum(pico), 0) FROM ({source}) s WHERE {ts} >= ? AND {ts} < ? GROUP BY h")
-    rows = cur.execute(sql, [naive_utc(start), *params, naive_utc(min(start, history_start)),
-                             naive_utc(end)]).fetchall()
-    spent = sum(int(in_period) for _, in_period, _ in rows)
-    hourly = {h.replace(tzinfo=UTC): int(total) for h, _, total in rows}
-    projected = budgets.project(spent=spent, now=now, period_start=start, period_end=end, hourly=hourly)
+    lo = min(start, history_start) if with_projection else start
+    hourly = _hourly(cur, budget, start, lo, end, cache, state)
+    spent = sum(inside for inside, _ in hourly.values())
+    if not with_projection:
+        return Status(budget, start, end, spent, spent)
+    totals = {hour: total for hour, (_, total) in hourly.items()}
+    projected = budgets.project(spent=spent, now=now, period_start=start, period_end=end, hourly=totals)
     return Status(budget, start, end, spent, projected)
 
 
@@ -270,7 +369,8 @@ def key_status(store: Any, *, api_key_id: str, now: datetime) -> dict[str, Any]:
     account = registered.account_id if registered else UNASSIGNED
     with store.reading() as cur:
         covering = [b for b in active(cur) if b.scope.covers(api_key_id=api_key_id, account_id=account)]
-        statuses = [status(cur, b, now=now).as_json() for b in covering]
+        state = RollupState.read(cur) if covering else None
+        statuses = [status(cur, b, now=now, cache=store.status_cache, state=state).as_json() for b in covering]
     return {"api_key_id": api_key_id, "account_id": account, "budgets": statuses,
             "exceeded": any(s["exceeded"] for s in statuses)}
 
@@ -320,13 +420,14 @@ def write_alerts(con: duckdb.DuckDBPyConnection, decisions: list[Decision], *, n
 
 
 def decide(cur: duckdb.DuckDBPyConnection, *, now: datetime, keys: dict[str, str],
-           anomaly_min_pico: int) -> list[Decision]:
+           anomaly_min_pico: int, cache: StatusCache | None = None) -> list[Decision]:
     """The alerts due now and not yet written, decided on one read snapshot (spend only grows, so a
     crossing seen here is still a crossing when it is written). `keys`: api_key_id -> account_id."""
     decisions: list[Decision] = []
     all_budgets = active(cur)
+    state = RollupState.read(cur) if all_budgets and cache is not None else None
     for budget in all_budgets:
-        st = status(cur, budget, now=now, with_projection=budget.forecast)
+        st = status(cur, budget, now=now, with_projection=budget.forecast, cache=cache, state=state)
         period_key = st.period_start.isoformat()
         fired = {row[0] for row in cur.execute(
             "SELECT dedupe_key FROM alerts WHERE budget_id = ? AND period_start = ?",

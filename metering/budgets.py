@@ -69,22 +69,19 @@ def project(*, spent: int, now: datetime, period_start: datetime, period_end: da
             return spent
         return spent + int(spent * (period_end - now).total_seconds() / elapsed)
     days = min(PROFILE_DAYS, (current_hour - first_seen).days or 1)
-    profile = {}
-    for hour_of_day in range(24):
-        samples = []
-        for back in range(1, days + 1):
-            day_start = (current_hour - timedelta(days=back)).replace(hour=0)
-            samples.append(hourly.get(day_start.replace(hour=hour_of_day), 0))
-        profile[hour_of_day] = statistics.median(samples)
-    remaining = 0.0
-    hour = current_hour
-    while hour < period_end:
-        share = 1.0
-        if hour == current_hour:  # the part of this hour still to come
-            share = 1 - (now - current_hour).total_seconds() / 3600
-        remaining += profile[hour.hour] * share
-        hour += timedelta(hours=1)
-    return spent + int(remaining)
+    day_starts = [(current_hour - timedelta(days=back)).replace(hour=0) for back in range(1, days + 1)]
+    # Twice each hour of day's median, so that it is an integer (a median of integers is n or n + 1/2).
+    profile2 = [int(2 * statistics.median(hourly.get(d.replace(hour=h), 0) for d in day_starts)) for h in range(24)]
+    # The hours from this one to the period's end: this hour's part still to come, whole days of the
+    # profile, then the hours left over; summed exactly (integers over a common denominator).
+    hours = -(-(period_end - current_hour) // timedelta(hours=1))
+    whole_days, extra = divmod(hours - 1, 24)
+    later = whole_days * sum(profile2) + sum(profile2[(current_hour.hour + 1 + i) % 24] for i in range(extra))
+    to_come = HOUR_US - (now - current_hour) // timedelta(microseconds=1)
+    return spent + (profile2[current_hour.hour] * to_come + later * HOUR_US) // (2 * HOUR_US)
+
+
+HOUR_US = 3_600_000_000
 
 
 def due_thresholds(*, amount: int, spent: int, thresholds: Iterable[Decimal], fired: set[str]) -> list[Decimal]:

@@ -161,6 +161,7 @@ def apply(con: duckdb.DuckDBPyConnection, card: RateCard, *, start: datetime, en
     lo = _floor_15(start)
     hi = _floor_15(end) if _floor_15(end) == naive_utc(end) else _floor_15(end) + _FIFTEEN
     con.execute(_ROLLUP_REFRESH, {"lo": lo, "hi": hi})
+    con.execute("UPDATE rollup_state SET generation = generation + 1")  # cached sums over the rollup are stale
     (run_id,) = con.execute("SELECT coalesce(max(id), 0) + 1 FROM reprice_runs").fetchall()[0]
     con.execute(
         "INSERT INTO reprice_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

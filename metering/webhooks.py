@@ -176,7 +176,8 @@ def evaluate_now(store: Any, *, anomaly_min_pico: int) -> list[str]:
     keys = {k.api_key_id: k.account_id for k in store.list_keys()}
     now = store.clock()
     with store.reading() as cur:
-        decisions = alerts.decide(cur, now=now, keys=keys, anomaly_min_pico=anomaly_min_pico)
+        decisions = alerts.decide(cur, now=now, keys=keys, anomaly_min_pico=anomaly_min_pico,
+                                   cache=store.status_cache)
     if not decisions:
         return []
     return store.writer.call(lambda con: alerts.write_alerts(con, decisions, now=now))

@@ -88,7 +88,7 @@ def one_budget_status(request: Request, budget_id: str, principal: AdminOrKey) -
     store = request.app.state.store
     with store.reading() as cur:
         budget = _visible_budget(cur, store, principal, budget_id)
-        return alerts.status(cur, budget, now=store.clock()).as_json()
+        return alerts.status(cur, budget, now=store.clock(), cache=store.status_cache).as_json()
 
 
 @router.delete("/v1/budgets/{budget_id}", status_code=204, summary="Delete a budget")

@@ -137,7 +137,10 @@ class Store:
         self._keys_by_id: dict[str, ApiKey] = {}
         for key in self._load_keys():
             self._remember_key(key)
+        from metering.alerts import StatusCache
         from metering.store.writer import Writer  # the writer needs a constructed store
+
+        self.status_cache = StatusCache()
 
         self.writer = Writer(self)
 

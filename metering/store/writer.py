@@ -173,7 +173,7 @@ class Writer:
         """Bring the rollup up to date, inside the caller's transaction on the writer thread."""
         (watermark,) = con.execute("SELECT watermark FROM rollup_state").fetchall()[0]
         con.execute(_FLUSH, {"lo": int(watermark), "hi": self._seq})
-        con.execute("UPDATE rollup_state SET watermark = ?", [self._seq])
+        con.execute("UPDATE rollup_state SET watermark = ?, generation = generation + 1", [self._seq])
         self._unflushed = 0
         self._last_flush = time.monotonic()
 

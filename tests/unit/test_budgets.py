@@ -111,3 +111,40 @@ def test_scope_parsing_and_coverage():
     for bad in ({}, {"api_key_id": 3}, {"tag": "x"}, {"all": False}, {"team": "x"}, {"api_key_id": "a", "all": True}):
         with pytest.raises(BadRequest, match="scope"):
             budgets.Scope.parse(bad)
+
+
+def _project_hour_by_hour(*, spent, now, period_start, period_end, hourly):
+    """The forecast's definition, walked one hour at a time in exact fractions (the reference)."""
+    import statistics
+    from fractions import Fraction
+
+    current = now.replace(minute=0, second=0, microsecond=0)
+    first_seen = min((h for h, v in hourly.items() if v and h >= current - timedelta(days=7)), default=None)
+    if now >= period_end or first_seen is None or current - first_seen < timedelta(days=1):
+        return None  # other rules; not what this compares
+    days = min(7, (current - first_seen).days or 1)
+    profile = {h: Fraction(statistics.median(
+        [hourly.get((current - timedelta(days=b)).replace(hour=0, minute=0).replace(hour=h), 0)
+         for b in range(1, days + 1)])) for h in range(24)}
+    remaining, hour = Fraction(0), current
+    while hour < period_end:
+        share = 1 - Fraction((now - current) // timedelta(microseconds=1), 3_600_000_000) if hour == current else 1
+        remaining += profile[hour.hour] * share
+        hour += timedelta(hours=1)
+    return spent + int(remaining)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_forecast_sums_the_hours_left_exactly(seed):
+    import random
+
+    rng = random.Random(seed)
+    now = datetime(2026, 11, 20, rng.randrange(24), rng.randrange(60), rng.randrange(60), rng.randrange(10**6), tzinfo=UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    hourly = {hour - timedelta(hours=h): rng.choice([0, rng.randrange(10**15), rng.randrange(10**19)])
+              for h in range(1, 24 * 8)}
+    start = datetime(2026, 11, 1, tzinfo=UTC) + timedelta(minutes=30 * rng.randrange(3))
+    end = start + timedelta(days=rng.choice([1, 7, 30]), minutes=30 * rng.randrange(2))
+    end = max(end, now + timedelta(hours=rng.randrange(1, 300)))
+    expected = _project_hour_by_hour(spent=7, now=now, period_start=start, period_end=end, hourly=hourly)
+    assert budgets.project(spent=7, now=now, period_start=start, period_end=end, hourly=hourly) == expected
