@@ -24,7 +24,7 @@ from metering.store.writer import ROLLUP_UPSERT
 FILL = """
 INSERT INTO ledger
 SELECT 'req-' || i,
-       $base::TIMESTAMP + to_microseconds((hash(i, 1) % 2592000000000)::BIGINT),
+       $base::TIMESTAMP + to_microseconds((i * $step + hash(i, 1) % 60000000)::BIGINT),
        $base::TIMESTAMP,
        'key-' || floor(pow((hash(i, 2) % 1000000) / 1000000.0, 3) * 200)::INT,
        ['minimax-m2-7', 'minimax-m2-7', 'model-b'][1 + (hash(i, 3) % 3)::INT],
@@ -41,6 +41,10 @@ FROM (
 )
 """
 
+# The writer's rollup SQL, over the whole ledger into an empty rollup, stored in time order.
+ROLLUP_BUILD = (ROLLUP_UPSERT.split("ON CONFLICT")[0].replace("GROUP BY ALL", "GROUP BY ALL ORDER BY 1")
+                .format(source="ledger"))
+
 REFERENCE = """
 SELECT occurred_at::DATE AS date, coalesce(k.account_id, 'unassigned') AS account_id, l.api_key_id, l.model,
        count(*), sum(input_tokens), sum(cached_tokens), sum(cache_write_tokens), sum(output_tokens),
@@ -53,11 +57,14 @@ GROUP BY ALL
 
 
 def build_ledger(store: Store, rows: int, base: str) -> None:
-    """Fill the ledger with `rows` generated records from `base` on (30 days), then roll it up."""
+    """Fill the ledger with `rows` generated records over 30 days from `base`, in the order they
+    happened (as a gateway sends them, give or take a minute), then roll it up in time order (as
+    the writer's flushes append it)."""
+    step = 2_592_000_000_000 // rows  # microseconds between records
     for lo in range(0, rows, 5_000_000):
         store.writer.call(lambda con, lo=lo: con.execute(FILL, {"lo": lo, "hi": min(lo + 5_000_000, rows),
-                                                               "base": base}))
-    store.writer.call(lambda con: con.execute(ROLLUP_UPSERT.format(source="ledger")))
+                                                               "base": base, "step": step}))
+    store.writer.call(lambda con: con.execute(ROLLUP_BUILD))
 
 
 def timed(fn, repeat: int = 5) -> float:

@@ -1,0 +1,131 @@
+"""Reads while ingest runs: a key's usage (GET /v1/usage) and its budget status (GET
+/v1/budgets/status, 3 budgets with forecasts) on a large ledger, first with no ingest (the
+reference), then while 1,000-record batches arrive at half the server's ingest capacity,
+which is measured first in the same run. Prints figures; asserts nothing.
+
+    .venv/bin/python -m benchmarks.concurrent [--rows 10000000] [--quick]
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+
+from benchmarks.loadgen import load
+from benchmarks.reports import build_ledger
+from metering import alerts
+from metering.store.db import Store
+from tests.conftest import ADMIN, INGEST, Server, generate_records
+
+SIZES = {"smoke": 200_000, "quick": 1_000_000, "full": 10_000_000}
+SECONDS = {"smoke": 3, "quick": 10, "full": 20}
+BATCH = 1000
+
+
+def _paced_ingest(url: str, rate: float, seconds: float, seed: int, done) -> None:
+    """Send 1,000-record batches at `rate` records/s for `seconds` (one connection)."""
+    now = datetime.now(UTC)
+    records = generate_records(int(rate * seconds) + BATCH, seed=seed, prefix=f"live{seed}", start=now - timedelta(hours=1),
+                               span=timedelta(minutes=50))
+    bodies = [orjson.dumps(records[i:i + BATCH]) for i in range(0, len(records) - BATCH + 1, BATCH)]
+    interval = BATCH / rate
+    sent = 0
+    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {INGEST}"}) as client:
+        started = time.perf_counter()
+        for i, body in enumerate(bodies):
+            wait = started + i * interval - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            if time.perf_counter() - started > seconds:
+                break
+            r = client.post("/v1/usage", content=body, headers={"Content-Type": "application/json"})
+            if r.status_code != 200:
+                raise RuntimeError(r.text[:200])
+            sent += BATCH
+    done.put((sent, time.perf_counter() - started))
+
+
+def _reads(url: str, seconds: float) -> dict[str, list[float]]:
+    start = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
+    paths = {"usage": f"/v1/usage?api_key_id=key-0&start={start}&bucket=day",
+             "status": "/v1/budgets/status?api_key_id=key-0"}
+    out: dict[str, list[float]] = {name: [] for name in paths}
+    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            for name, path in paths.items():
+                t0 = time.perf_counter()
+                r = client.get(path)
+                out[name].append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    raise RuntimeError(r.text[:200])
+    return out
+
+
+def _q(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100)[p - 1] * 1000
+
+
+def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
+    rows = rows or SIZES[size]
+    seconds = SECONDS[size]
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.duckdb"
+        base = (datetime.now(UTC) - timedelta(days=30)).replace(tzinfo=None).isoformat()
+        with Store(db) as store:
+            build_ledger(store, rows, base)
+            store.add_key(api_key_id="key-0", account_id="acct-0", name=None, secret_sha256="0" * 64)
+            for scope in ({"api_key_id": "key-0"}, {"account_id": "acct-0"}, {"all": True}):
+                values = alerts.validate({"scope": scope, "amount": "1000", "forecast": True})
+                store.writer.call(lambda con, v=values: alerts.create(con, v, now=store.clock()))
+        server = Server(db).start()
+        try:
+            _reads(server.url, 1)  # warm up
+            quiet = _reads(server.url, seconds)
+            # Capacity: 1,000-record batches from 4 connections, as fast as they are answered.
+            now = datetime.now(UTC)
+            probe = generate_records(40 * BATCH, seed=3, prefix="cap", start=now - timedelta(hours=2),
+                                     span=timedelta(hours=1))
+            elapsed, _ = load(server.url, "POST", "/v1/usage", INGEST,
+                              [orjson.dumps(probe[i:i + BATCH]) for i in range(0, len(probe), BATCH)], connections=4)
+            capacity = len(probe) / elapsed
+            done: multiprocessing.Queue = multiprocessing.Queue()
+            writer = multiprocessing.Process(target=_paced_ingest, args=(server.url, capacity / 2, seconds + 1, 5, done))
+            writer.start()
+            time.sleep(0.5)
+            busy = _reads(server.url, seconds)
+            sent, sent_seconds = done.get(timeout=600)
+            writer.join()
+        finally:
+            server.stop()
+    out = []
+    for name, label in (("usage", "a key's usage, 30 days by day (GET /v1/usage)"),
+                        ("status", "a key's budget status, 3 budgets with forecasts (GET /v1/budgets/status)")):
+        out.append({
+            "scenario": f"{label}, {rows:,} records, while ingest runs at half capacity",
+            "figure": f"p50 {_q(busy[name], 50):.1f} ms, p99 {_q(busy[name], 99):.1f} ms "
+                      f"(ingest {sent / sent_seconds:,.0f} records/s of a measured {capacity:,.0f})",
+            "reference": f"the same query with no ingest: p50 {_q(quiet[name], 50):.1f} ms, "
+                         f"p99 {_q(quiet[name], 99):.1f} ms",
+            "values": {"rows": rows, "p50_ms": _q(busy[name], 50), "p99_ms": _q(busy[name], 99),
+                       "reference_p50_ms": _q(quiet[name], 50), "reference_p99_ms": _q(quiet[name], 99),
+                       "ingest_records_per_s": sent / sent_seconds, "capacity_records_per_s": capacity},
+        })
+    return out
+
+
+def main() -> None:
+    from benchmarks.run import module_main
+
+    module_main(scenarios)
+
+
+if __name__ == "__main__":
+    main()
