@@ -49,6 +49,14 @@ class DatabaseLocked(MeteringError):
     status = 503
 
 
+class StorageUnavailable(MeteringError):
+    """The database file could not be written (a full disk, an I/O error): nothing of the request
+    was stored, the service goes on, and the same request can be sent again."""
+
+    code = "storage_unavailable"
+    status = 503
+
+
 class RateCardError(MeteringError):
     """A malformed rate card or rate version; the message names file, model and field."""
 

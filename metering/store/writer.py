@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metering.batch import records_table
+from metering.errors import StorageUnavailable
 from metering.pricing import MAX_COST_PICO, CostOverflow, total_pico, unit_prices
 from metering.records import TOKEN_FIELDS, UsageRecord
 from metering.repricing import cost_sql, units_table
@@ -224,8 +225,11 @@ class Writer:
                 self._con.execute("ROLLBACK")
             if not items:
                 log.exception("background write failed")
+            failure = _storage_error(exc)
+            if failure is not exc:
+                log.error("write failed, nothing of it stored: %s", exc)
             for item in items:
-                item.future.set_exception(exc)
+                item.future.set_exception(failure)
             return
         for item, result in zip(items, results, strict=True):
             item.future.set_result(result)
@@ -337,6 +341,20 @@ class Writer:
                 outcomes.append(Outcome("rejected", f"request_id {rid!r}: the cost of this record is beyond the "
                                                     "supported range (2^63-1 pico-dollars)"))
         return outcomes
+
+
+_STORAGE_FAILURES = ("No space left on device", "Disk quota exceeded", "Input/output error", "Read-only file system",
+                     "Could not write file", "Failed to commit")
+
+
+def _storage_error(exc: BaseException) -> BaseException:
+    """A failed write of the database file -> StorageUnavailable (503); anything else as it is."""
+    if isinstance(exc, (duckdb.IOException, duckdb.TransactionException, OSError)) and any(
+            text in str(exc) for text in _STORAGE_FAILURES):
+        return StorageUnavailable(
+            f"the database could not be written ({str(exc).splitlines()[0][:200]}); nothing of this request was "
+            "stored; send it again once the operator has freed space")
+    return exc
 
 
 CONTENT = ["occurred_at", "api_key_id", "model", "endpoint", *TOKEN_FIELDS, "tags"]
