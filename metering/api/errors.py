@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from metering.errors import MeteringError
@@ -16,6 +18,29 @@ log = logging.getLogger("metering.api")
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: {"error": {"code", "message"}}."""
+
+    error: ErrorDetail
+
+
+# Documented on every route (a route that cannot answer one of them says so by never doing it).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "a malformed request"), (401, "no token, or an unknown one"), (403, "the token's role may not do this"),
+        (404, "no such thing"), (409, "it exists already"), (413, "the body is too large"),
+        (422, "invalid content (for ingest: some records rejected, the others stored)"),
+        (503, "the database cannot be written or is held by another process"),
+    )
 }
 
 

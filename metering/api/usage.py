@@ -18,6 +18,23 @@ from metering.timewindows import cut, default_range, parse_bound, zone
 
 router = APIRouter(tags=["usage"])
 THREAD_BODY_BYTES = 32 * 1024
+_COUNT = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+# The canonical record, for the API's documentation (the rules themselves live in metering.records).
+RECORD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["request_id", "occurred_at", "api_key_id", "model", "input_tokens", "output_tokens"],
+    "properties": {
+        "request_id": {"type": "string", "minLength": 1, "maxLength": 200},
+        "occurred_at": {"type": "string", "format": "date-time"},
+        "api_key_id": {"type": "string", "minLength": 1, "maxLength": 200},
+        "model": {"type": "string", "minLength": 1, "maxLength": 200},
+        "endpoint": {"type": "string", "enum": ["chat.completions", "responses", "messages"]},
+        "input_tokens": _COUNT, "cached_tokens": _COUNT, "cache_write_tokens": _COUNT, "output_tokens": _COUNT,
+        "thinking_tokens": {**_COUNT, "nullable": True}, "web_search_requests": _COUNT,
+        "tags": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 256}, "maxProperties": 20},
+        "usage": {"type": "object", "description": "the endpoint's native usage object, instead of the token fields"},
+    },
+}
 
 
 async def _read_body(request: Request) -> bytes:
@@ -37,6 +54,10 @@ async def _read_body(request: Request) -> bytes:
     "/v1/usage",
     summary="Ingest usage records: one JSON object, a JSON array, or NDJSON",
     responses={422: {"description": "some records were rejected; the others were stored"}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"oneOf": [RECORD_SCHEMA, {"type": "array", "items": RECORD_SCHEMA}]}},
+        "application/x-ndjson": {"schema": {"type": "string", "description": "one record per line"}},
+    }}},
 )
 async def post_usage(request: Request, _: Annotated[Principal, Depends(require(ADMIN, INGEST))]) -> JSONResponse:
     store = request.app.state.store
