@@ -39,6 +39,11 @@ class Conflict(MeteringError):
     status = 409
 
 
+class RequestTimeout(MeteringError):
+    code = "request_timeout"
+    status = 408
+
+
 class PayloadTooLarge(MeteringError):
     code = "payload_too_large"
     status = 413

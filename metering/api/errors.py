@@ -17,7 +17,7 @@ log = logging.getLogger("metering.api")
 
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+    405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large", 415: "unsupported_media_type",
 }
 
 
@@ -37,7 +37,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
         (400, "a malformed request"), (401, "no token, or an unknown one"), (403, "the token's role may not do this"),
-        (404, "no such thing"), (409, "it exists already"), (413, "the body is too large"),
+        (404, "no such thing"), (408, "the body did not arrive in time"), (409, "it exists already"),
+        (413, "the body is too large"),
         (422, "invalid content (for ingest: some records rejected, the others stored)"),
         (503, "the database cannot be written or is held by another process"),
     )

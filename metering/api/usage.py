@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from metering.api.auth import ADMIN, INGEST, KEY, Principal, require
-from metering.errors import PayloadTooLarge
+from metering.errors import PayloadTooLarge, RequestTimeout
 from metering.ingest import MAX_BODY_BYTES, Parsed, decode_body, is_ndjson, parse_items, summarize
 from metering.pricing import usd_string
 from metering.store import queries
@@ -38,15 +38,23 @@ RECORD_SCHEMA: dict[str, Any] = {
 
 
 async def _read_body(request: Request) -> bytes:
+    """The body, within the size limit and the time limit (a client trickling a body, by accident
+    or on purpose, gets a 408 and its connection back, and holds nothing else up meanwhile)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the body is {declared} bytes; at most {MAX_BODY_BYTES} bytes (10 MiB) per request")
+    timeout = request.app.state.settings.body_timeout
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes (10 MiB)")
-        chunks.append(chunk)
+    try:
+        with anyio.fail_after(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes (10 MiB)")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {timeout:g} s ({size} bytes came); nothing was "
+                             "stored") from None
     return b"".join(chunks)
 
 
