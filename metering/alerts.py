@@ -100,10 +100,17 @@ def check_webhook_url(url: Any, *, allow_link_local: bool = False) -> None:
         address = ipaddress.ip_address(host)
     except ValueError:
         address = None
-    if host in METADATA_HOSTS or (address is not None and (
-            address.is_link_local or address == ipaddress.ip_address("fd00:ec2::254"))):
+    if host in METADATA_HOSTS or (address is not None and forbidden_address(address)):
         raise BadRequest(f"webhook_url: {host} is a link-local or metadata address; refused "
                          "(set METERING_WEBHOOK_ALLOW_LINK_LOCAL=1 to allow it)")
+
+
+def forbidden_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Link-local (169.254/16, fe80::/10: where cloud metadata services answer) or AWS's IPv6
+    metadata address; an IPv4 address mapped into IPv6 is judged as itself."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_link_local or address == ipaddress.ip_address("fd00:ec2::254")
 
 
 def validate(body: dict[str, Any], *, allow_link_local: bool = False) -> dict[str, Any]:

@@ -113,7 +113,8 @@ class LocalBackend:
 
             settings = Settings.from_env()
             written = evaluate_now(store, anomaly_min_pico=from_usd(Decimal(settings.anomaly_min_usd)))
-            sender = Sender(store, schedule=parse_schedule(settings.webhook_retry_schedule))
+            sender = Sender(store, schedule=parse_schedule(settings.webhook_retry_schedule),
+                            allow_link_local=settings.webhook_allow_link_local)
             try:
                 sender.deliver_due()  # one round; retries happen when a server runs
             finally:

@@ -10,11 +10,15 @@ disables its endpoint.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
+import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -40,12 +44,52 @@ def parse_schedule(text: str | None) -> tuple[float, ...]:
     return values
 
 
+Resolver = Callable[[str, int], list[str]]
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+class WebhookRefused(Exception):
+    pass
+
+
+def pin_address(url: str, *, allow_link_local: bool, resolve: Resolver = _resolve) -> tuple[list[str], dict[str, str],
+                                                                                           dict[str, Any]]:
+    """Resolve the URL's host once and refuse it if any address is link-local or a metadata
+    address (a name that passed the check at creation may point there now: DNS rebinding).
+    Returns (the URL with each address in turn, the Host header, the TLS server name), so the
+    connection goes to an address that was checked and no other."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    addresses = list(dict.fromkeys(ipaddress.ip_address(a.split("%")[0]) for a in resolve(host, port)))
+    if not addresses:
+        raise WebhookRefused(f"{host} does not resolve")
+    bad = next((a for a in addresses if alerts.forbidden_address(a)), None)
+    if bad is not None and not allow_link_local:
+        raise WebhookRefused(f"refused: {host} resolves to {bad}, a link-local or metadata address "
+                             "(METERING_WEBHOOK_ALLOW_LINK_LOCAL=1 allows it)")
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    urls = []
+    for address in addresses:
+        literal = f"[{address}]" if address.version == 6 else str(address)
+        netloc = userinfo + (f"{literal}:{parts.port}" if parts.port else literal)
+        urls.append(urlunsplit(parts._replace(netloc=netloc)))
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return urls, {"host": parts.netloc.rsplit("@", 1)[-1]}, extensions
+
+
 class Sender:
     """Delivers due alerts; one thread. `wake()` makes it look at the outbox at once."""
 
     def __init__(self, store: Any, *, schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE, timeout: float = 10.0,
-                 poll: float = 0.5, rng: random.Random | None = None) -> None:
+                 poll: float = 0.5, rng: random.Random | None = None, allow_link_local: bool = False,
+                 resolve: Resolver = _resolve) -> None:
         self._store = store
+        self._allow_link_local = allow_link_local
+        self._resolve = resolve
         self._schedule = schedule
         self._poll = poll
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not security)
@@ -102,11 +146,21 @@ class Sender:
         error: str | None = None
         started = time.perf_counter()
         try:
-            response = self._client.post(item.url, content=body, headers=headers)
+            urls, host, extensions = pin_address(item.url, allow_link_local=self._allow_link_local,
+                                                 resolve=self._resolve)
+            for i, url in enumerate(urls):  # each address in turn, as a connect would
+                try:
+                    response = self._client.post(url, content=body, headers={**headers, **host}, extensions=extensions)
+                    break
+                except httpx.ConnectError:
+                    if i == len(urls) - 1:
+                        raise
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
-        except httpx.HTTPError as exc:
+        except WebhookRefused as exc:
+            error = str(exc)[:500]
+        except (httpx.HTTPError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         duration_ms = int((time.perf_counter() - started) * 1000)
         attempt = item.attempts + 1

@@ -77,7 +77,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         app.state.tokens = TokenCheck(
             admin_token=settings.admin_token, ingest_token=settings.ingest_token, store=app.state.store
         )
-        app.state.sender = Sender(app.state.store, schedule=parse_schedule(settings.webhook_retry_schedule)).start()
+        app.state.sender = Sender(app.state.store, schedule=parse_schedule(settings.webhook_retry_schedule),
+                                  allow_link_local=settings.webhook_allow_link_local).start()
         app.state.evaluator = Evaluator(app.state.store, sender=app.state.sender, interval=settings.evaluate_interval,
                                         anomaly_min_pico=from_usd(Decimal(settings.anomaly_min_usd)),
                                         on_ingest=settings.evaluate_on_ingest).start()

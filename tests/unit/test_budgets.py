@@ -148,3 +148,24 @@ def test_the_forecast_sums_the_hours_left_exactly(seed):
     end = max(end, now + timedelta(hours=rng.randrange(1, 300)))
     expected = _project_hour_by_hour(spent=7, now=now, period_start=start, period_end=end, hourly=hourly)
     assert budgets.project(spent=7, now=now, period_start=start, period_end=end, hourly=hourly) == expected
+
+
+# --- webhook addresses at delivery ---------------------------------------------------------------------
+
+
+def test_a_webhook_host_resolving_to_a_metadata_address_is_refused_at_delivery():
+    from metering.webhooks import WebhookRefused, pin_address
+
+    def rebinding(host, port):  # the name passed the check at creation; now it points at metadata
+        return {"hooks.example": ["203.0.113.7", "169.254.169.254"], "v6.example": ["::ffff:169.254.169.254"],
+                "ok.example": ["203.0.113.7", "2001:db8::1"]}[host]
+
+    for url in ("https://hooks.example/x", "http://v6.example:8080/x"):
+        with pytest.raises(WebhookRefused, match="link-local or metadata"):
+            pin_address(url, allow_link_local=False, resolve=rebinding)
+    urls, host, extensions = pin_address("https://hooks.example/x", allow_link_local=True, resolve=rebinding)
+    assert urls[0] == "https://203.0.113.7/x" and host == {"host": "hooks.example"}
+    urls, host, extensions = pin_address("https://user:pw@ok.example:8443/p?q=1", allow_link_local=False,
+                                         resolve=rebinding)
+    assert urls == ["https://user:pw@203.0.113.7:8443/p?q=1", "https://user:pw@[2001:db8::1]:8443/p?q=1"]
+    assert host == {"host": "ok.example:8443"} and extensions == {"sni_hostname": "ok.example"}
