@@ -33,18 +33,23 @@ def latencies(client: httpx.Client, path: str, n: int) -> list[float]:
 SIZES = {"smoke": 200_000, "quick": 1_000_000, "full": 10_000_000}
 
 
+def prepare(db: Path, rows: int, amount: str = "1000") -> Path:
+    """A ledger of `rows` records over the 30 days before now (as the server's clock sees it), key-0
+    in acct-0, and 3 budgets with forecasts covering key-0: its own, its account's, everything."""
+    base = (datetime.now(UTC) - timedelta(days=30)).replace(tzinfo=None).isoformat()
+    with Store(db) as store:
+        build_ledger(store, rows, base)
+        store.add_key(api_key_id="key-0", account_id="acct-0", name=None, secret_sha256="0" * 64)
+        for scope in ({"api_key_id": "key-0"}, {"account_id": "acct-0"}, {"all": True}):
+            values = alerts.validate({"scope": scope, "amount": amount, "forecast": True})
+            store.writer.call(lambda con, v=values: alerts.create(con, v, now=store.clock()))
+    return db
+
+
 def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
     rows = rows or SIZES[size]
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.duckdb"
-        # The generated ledger covers the 30 days before now, as the server's clock sees it.
-        base = (datetime.now(UTC) - timedelta(days=30)).replace(tzinfo=None).isoformat()
-        with Store(db) as store:
-            build_ledger(store, rows, base)
-            store.add_key(api_key_id="key-0", account_id="acct-0", name=None, secret_sha256="0" * 64)
-            for scope in ({"api_key_id": "key-0"}, {"account_id": "acct-0"}, {"all": True}):
-                values = alerts.validate({"scope": scope, "amount": "1000", "forecast": True})
-                store.writer.call(lambda con, v=values: alerts.create(con, v, now=store.clock()))
+        db = prepare(Path(tmp) / "bench.duckdb", rows)
         server = Server(db).start()
         try:
             with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}) as client:

@@ -18,10 +18,8 @@ from pathlib import Path
 import httpx
 import orjson
 
+from benchmarks.budgets import prepare
 from benchmarks.loadgen import load
-from benchmarks.reports import build_ledger
-from metering import alerts
-from metering.store.db import Store
 from tests.conftest import ADMIN, INGEST, Server, generate_records
 
 SIZES = {"smoke": 200_000, "quick": 1_000_000, "full": 10_000_000}
@@ -77,15 +75,7 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
     rows = rows or SIZES[size]
     seconds = SECONDS[size]
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.duckdb"
-        base = (datetime.now(UTC) - timedelta(days=30)).replace(tzinfo=None).isoformat()
-        with Store(db) as store:
-            build_ledger(store, rows, base)
-            store.add_key(api_key_id="key-0", account_id="acct-0", name=None, secret_sha256="0" * 64)
-            for scope in ({"api_key_id": "key-0"}, {"account_id": "acct-0"}, {"all": True}):
-                values = alerts.validate({"scope": scope, "amount": "1000", "forecast": True})
-                store.writer.call(lambda con, v=values: alerts.create(con, v, now=store.clock()))
-        server = Server(db).start()
+        server = Server(prepare(Path(tmp) / "bench.duckdb", rows)).start()
         try:
             _reads(server.url, 1)  # warm up
             quiet = _reads(server.url, seconds)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 
+from benchmarks.reports import TOKENS
 from metering.ratecard import load_rate_card
 from metering.settings import DEFAULT_RATE_CARD
 from metering.store.db import Store, migrate
@@ -31,16 +32,9 @@ COPY (
            inp::BIGINT AS input_tokens, cached::BIGINT AS cached_tokens, 0::BIGINT AS cache_write_tokens,
            outp::BIGINT AS output_tokens, think::BIGINT AS thinking_tokens, 0::BIGINT AS web_search_requests,
            MAP {'project': ['alpha', 'beta', 'gamma'][1 + (hash(i, 8) % 3)::INT]} AS tags
-    FROM (
-        SELECT i,
-               floor(exp((hash(i, 5) % 1000) / 1000.0 * 9))::INT AS inp,
-               floor(exp((hash(i, 5) % 1000) / 1000.0 * 9) * ((hash(i, 6) % 100) / 100.0))::INT AS cached,
-               floor(exp((hash(i, 7) % 1000) / 1000.0 * 7))::INT AS outp,
-               floor(exp((hash(i, 7) % 1000) / 1000.0 * 7) * 0.4)::INT AS think
-        FROM range($rows) t(i)
-    )
+    FROM ({TOKENS} FROM range($rows) t(i))
 ) TO '{path}' (FORMAT parquet)
-"""
+""".replace("{TOKENS}", TOKENS)
 
 REFERENCE = """
 INSERT INTO ledger BY NAME

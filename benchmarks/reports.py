@@ -21,6 +21,15 @@ from metering.settings import DEFAULT_RATE_CARD
 from metering.store.db import Store
 from metering.store.writer import ROLLUP_UPSERT
 
+# Seeded long-tailed token counts per record number i: input (with cache hits), output (with thinking).
+TOKENS = """
+    SELECT i,
+           floor(exp((hash(i, 5) % 1000) / 1000.0 * 9))::INT AS inp,
+           floor(exp((hash(i, 5) % 1000) / 1000.0 * 9) * ((hash(i, 6) % 100) / 100.0))::INT AS cached,
+           floor(exp((hash(i, 7) % 1000) / 1000.0 * 7))::INT AS outp,
+           floor(exp((hash(i, 7) % 1000) / 1000.0 * 7) * 0.4)::INT AS think
+"""
+
 FILL = """
 INSERT INTO ledger
 SELECT 'req-' || i,
@@ -31,15 +40,8 @@ SELECT 'req-' || i,
        ['chat.completions', 'responses', 'messages'][1 + (hash(i, 4) % 3)::INT],
        inp, cached, 0, outp, think, 0, NULL,
        1, inp::BIGINT * 150000 + outp::BIGINT * 600000, inp::BIGINT * 300000 + outp::BIGINT * 1200000, NULL
-FROM (
-    SELECT i,
-           floor(exp((hash(i, 5) % 1000) / 1000.0 * 9))::INT AS inp,
-           floor(exp((hash(i, 5) % 1000) / 1000.0 * 9) * ((hash(i, 6) % 100) / 100.0))::INT AS cached,
-           floor(exp((hash(i, 7) % 1000) / 1000.0 * 7))::INT AS outp,
-           floor(exp((hash(i, 7) % 1000) / 1000.0 * 7) * 0.4)::INT AS think
-    FROM range($lo, $hi) t(i)
-)
-"""
+FROM ({TOKENS} FROM range($lo, $hi) t(i))
+""".replace("{TOKENS}", TOKENS)
 
 # The writer's rollup SQL, over the whole ledger into an empty rollup, stored in time order.
 ROLLUP_BUILD = (ROLLUP_UPSERT.split("ON CONFLICT")[0].replace("GROUP BY ALL", "GROUP BY ALL ORDER BY 1")

@@ -21,11 +21,9 @@ from pathlib import Path
 import httpx
 import orjson
 
+from benchmarks.budgets import prepare
 from benchmarks.concurrent import BATCH
 from benchmarks.loadgen import load
-from benchmarks.reports import build_ledger
-from metering import alerts
-from metering.store.db import Store
 from tests.conftest import ADMIN, INGEST, Server, generate_records
 
 
@@ -86,13 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "soak.duckdb"
-        with Store(db) as store:
-            build_ledger(store, args.rows, (datetime.now(UTC) - timedelta(days=30)).replace(tzinfo=None).isoformat())
-            store.add_key(api_key_id="key-0", account_id="acct-0", name=None, secret_sha256="0" * 64)
-            for scope in ({"api_key_id": "key-0"}, {"account_id": "acct-0"}, {"all": True}):
-                values = alerts.validate({"scope": scope, "amount": "1000000", "forecast": True})
-                store.writer.call(lambda con, v=values: alerts.create(con, v, now=store.clock()))
+        db = prepare(Path(tmp) / "soak.duckdb", args.rows, amount="1000000")
         server = Server(db).start()
         try:
             probe = generate_records(40 * BATCH, seed=1, prefix="cap", start=datetime.now(UTC) - timedelta(hours=1),
