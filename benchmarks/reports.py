@@ -17,7 +17,7 @@ from pathlib import Path
 
 from metering import reports
 from metering.ratecard import load_rate_card
-from metering.settings import DEFAULT_RATE_CARD
+from metering.settings import DEFAULT_RATE_CARD, Settings
 from metering.store.db import Store
 from metering.store.writer import ROLLUP_UPSERT
 
@@ -84,7 +84,7 @@ SIZES = {"smoke": 200_000, "quick": 1_000_000, "full": 10_000_000}
 def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
     rows = rows or SIZES[size]
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "bench.duckdb")
+        store = Store(Path(tmp) / "bench.duckdb", memory_limit=Settings.from_env().memory_limit)
         store.seed_rate_card(load_rate_card(DEFAULT_RATE_CARD), source="bench")
         t0 = time.perf_counter()
         build_ledger(store, rows, "2026-10-01")

@@ -24,6 +24,7 @@ ENVIRONMENT = {
     "METERING_ANOMALY_MIN_USD": "smallest daily spend of a key that can be an anomaly (default 1)",
     "METERING_WEBHOOK_ALLOW_LINK_LOCAL": "1 to allow webhook URLs on link-local and cloud metadata addresses",
     "METERING_BODY_TIMEOUT": "seconds a client may take to send a request body before a 408 (default 30)",
+    "METERING_MEMORY_LIMIT": "DuckDB's memory limit, e.g. 3GB (default: DuckDB's, 80% of RAM); past it, spill to disk",
 }
 
 
@@ -48,6 +49,7 @@ class Settings:
     webhook_allow_link_local: bool = False
     evaluate_on_ingest: bool = True  # tests that drive evaluation by hand turn this off
     body_timeout: float = 30.0
+    memory_limit: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -64,6 +66,7 @@ class Settings:
             "anomaly_min_usd": env.get("METERING_ANOMALY_MIN_USD") or "1",
             "webhook_allow_link_local": env.get("METERING_WEBHOOK_ALLOW_LINK_LOCAL", "") in ("1", "true", "yes"),
             "body_timeout": float(env.get("METERING_BODY_TIMEOUT") or 30),
+            "memory_limit": env.get("METERING_MEMORY_LIMIT") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

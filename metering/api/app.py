@@ -57,7 +57,7 @@ class DashboardHeaders:
 def open_store(settings: Settings) -> Store:
     """Open the database and seed it with the rate card file (a malformed card raises)."""
     card = load_rate_card(settings.rate_card_path)
-    store = Store(settings.db_path)
+    store = Store(settings.db_path, memory_limit=settings.memory_limit)
     try:
         store.seed_rate_card(card, source=str(settings.rate_card_path))
     except Exception:

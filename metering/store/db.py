@@ -58,11 +58,12 @@ class ApiKey:
         }
 
 
-def open_connection(path: Path) -> duckdb.DuckDBPyConnection:
-    """Open the database file; a file held by another process gets a clear message."""
+def open_connection(path: Path, *, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the database file; a file held by another process gets a clear message. `memory_limit`
+    (DuckDB's, e.g. "3GB"): past it, large queries spill to disk next to the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return duckdb.connect(str(path))
+        return duckdb.connect(str(path), config={"memory_limit": memory_limit} if memory_limit else {})
     except duckdb.IOException as exc:
         text = str(exc)
         if "lock" in text.lower():
@@ -125,10 +126,10 @@ def _version_from_row(row: tuple) -> RateVersion:
 class Store:
     """Owns one DuckDB database file for the life of the process."""
 
-    def __init__(self, path: Path | str, *, clock: Clock = utcnow) -> None:
+    def __init__(self, path: Path | str, *, clock: Clock = utcnow, memory_limit: str | None = None) -> None:
         self.path = Path(path)
         self.clock = clock
-        self._con = open_connection(self.path)
+        self._con = open_connection(self.path, memory_limit=memory_limit)
         self._lock = threading.Lock()
         self._closed = False
         migrate(self._con, now=clock())
