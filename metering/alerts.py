@@ -256,29 +256,35 @@ class Status:
 class StatusCache:
     """Hourly spend of a budget's rolled-up part, per window, for one state of the rollup
     (watermark, generation, keys): exact until the rollup moves (a flush, about once a second
-    under ingest, or a re-rating), so a status costs only the small unrolled tail meanwhile."""
+    under ingest, or a re-rating), so a status costs only the small unrolled tail meanwhile.
+    One entry per budget and window, holding the state it was computed for: a newer state
+    replaces it, so the cache does not fill up with states that will not come back."""
 
     def __init__(self, size: int = 1024) -> None:
-        self._entries: OrderedDict[tuple, dict[datetime, tuple[int, int]]] = OrderedDict()
+        self._entries: OrderedDict[tuple, tuple[tuple, dict[datetime, tuple[int, int]]]] = OrderedDict()
         self._lock = threading.Lock()
         self._size = size
         self.hits = self.misses = 0
 
-    def get(self, key: tuple) -> dict[datetime, tuple[int, int]] | None:
+    def get(self, key: tuple, state: tuple) -> dict[datetime, tuple[int, int]] | None:
         with self._lock:
-            value = self._entries.get(key)
-            if value is None:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != state:
                 self.misses += 1
                 return None
             self._entries.move_to_end(key)
             self.hits += 1
-            return value
+            return entry[1]
 
-    def put(self, key: tuple, value: dict[datetime, tuple[int, int]]) -> None:
+    def put(self, key: tuple, state: tuple, value: dict[datetime, tuple[int, int]]) -> None:
         with self._lock:
-            self._entries[key] = value
+            self._entries[key] = (state, value)
+            self._entries.move_to_end(key)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 _HOURLY = ("SELECT date_trunc('hour', {ts}) AS h, coalesce(sum(pico) FILTER (WHERE {ts} >= ?), 0), "
@@ -337,11 +343,12 @@ def _hourly(cur: duckdb.DuckDBPyConnection, budget: Budget, period_start: dateti
         return _hourly_from(cur, budget, live_rollup(cur), period_start, lo, end)
     state = state or RollupState.read(cur)
     keys = len(state.accounts) if budget.scope.kind == "account" else 0
-    key = (budget.id, budget.basis, budget.scope, period_start, lo, end, state.watermark, state.generation, keys)
-    rolled = cache.get(key)
+    key = (budget.id, budget.basis, budget.scope, period_start, lo, end)
+    version = (state.watermark, state.generation, keys)
+    rolled = cache.get(key, version)
     if rolled is None:
         rolled = _hourly_from(cur, budget, "usage_rollup", period_start, lo, end)
-        cache.put(key, rolled)
+        cache.put(key, version, rolled)
     tail = state.tail_hourly(budget, period_start, lo, end)
     if not tail:
         return rolled

@@ -217,6 +217,7 @@ def test_cached_status_stays_exact_through_ingest_flush_rerating_and_a_new_key(c
     compare()  # re-rated: the rolled-up sums changed under the same watermark
     store.add_key(api_key_id="key-z", account_id="acct-x", name=None, secret_sha256="f" * 64)
     compare()  # key-z's spend now counts for acct-x
+    assert len(store.status_cache) == 3  # one entry a budget: newer states replaced older ones
     with store.reading() as cur:
         account = next(b for b in alerts.active(cur) if b.scope.kind == "account")
         assert alerts.status(cur, account, now=store.clock(), cache=store.status_cache).spent > 0
