@@ -223,12 +223,6 @@ def _spend_source(budget: Budget, live: str) -> tuple[str, str, list[Any]]:
     return f"SELECT bucket_start AS ts, {column} AS pico FROM {live} WHERE true", "ts", []  # noqa: S608
 
 
-def spend(cur: duckdb.DuckDBPyConnection, budget: Budget, start: datetime, end: datetime) -> int:
-    source, ts, params = _spend_source(budget, live_rollup(cur))
-    sql = f"SELECT coalesce(sum(pico), 0) FROM ({source}) s WHERE {ts} >= ? AND {ts} < ?"  # noqa: S608
-    return int(cur.execute(sql, [*params, naive_utc(start), naive_utc(end)]).fetchall()[0][0])
-
-
 @dataclass(frozen=True, slots=True)
 class Status:
     budget: Budget

@@ -27,7 +27,7 @@ class LocalBackend:
 
     def ingest(self, items: list[Any]) -> dict[str, Any]:
         parsed = parse_items(items, now=self.store.clock())
-        outcomes = self.store.writer.ingest(parsed.table) if parsed.count else []
+        outcomes = self.store.writer.ingest(parsed.batch) if parsed.count else []
         return summarize(parsed, outcomes)
 
     def ingest_table(self, table: Any, to_item: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
@@ -38,7 +38,7 @@ class LocalBackend:
         split = split_table(table, now=self.store.clock())
         if split is None:
             return self.ingest([to_item(row) for row in table.to_pylist(maps_as_pydicts="strict")])
-        result = summarize(Parsed(total=len(split.positions), table=split.table, positions=split.positions),
+        result = summarize(Parsed(total=len(split.positions), batch=split.table, positions=split.positions),
                            self.store.writer.ingest(split.table) if split.positions else [])
         if split.slow:
             rest = self.ingest([to_item(row) for row in table.take(split.slow).to_pylist(maps_as_pydicts="strict")])

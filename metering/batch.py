@@ -72,10 +72,6 @@ class Split:
     slow: list[int] = field(default_factory=list)  # body indexes parse_record must look at
 
 
-def empty_table() -> pa.Table:
-    return CANONICAL_SCHEMA.empty_table()
-
-
 def records_table(records: Sequence[UsageRecord]) -> pa.Table:
     """Parsed records -> the canonical table."""
     columns: dict[str, pa.Array] = {
@@ -195,7 +191,7 @@ def split_items(items: Sequence[Any], *, now: datetime) -> Split:
     else:
         candidates = [i for i, item in enumerate(items) if type(item) is dict and item.keys() <= CANONICAL_FIELDS]
     if not candidates:
-        return Split(empty_table(), [], list(range(len(items))))
+        return Split(CANONICAL_SCHEMA.empty_table(), [], list(range(len(items))))
     rows = items if len(candidates) == len(items) else [items[i] for i in candidates]
     n = len(rows)
     bad = bytearray(n)
@@ -229,7 +225,7 @@ def split_table(table: pa.Table, *, now: datetime) -> Split | None:
         column = table[name].combine_chunks() if name in names else pa.nulls(n, pa.int64())
         if not (pa.types.is_integer(column.type) or pa.types.is_null(column.type)):
             return None
-        if pa.types.is_uint64(column.type) and pc.max(column).as_py() is not None and pc.max(column).as_py() >= 2**63:
+        if pa.types.is_uint64(column.type) and (pc.max(column).as_py() or 0) >= 2**63:
             return None
         columns[name] = column.cast(pa.int64())
         if name in REQUIRED and column.null_count:

@@ -29,17 +29,27 @@ class BadLine:
 
 @dataclass
 class Parsed:
-    """The valid records of a body as a canonical table (with their body positions), and the errors
-    of the others."""
+    """The valid records of a body (with their body positions), and the errors of the others.
+    `batch` is what the writer takes: a small body's parsed records (the writer makes one table of
+    a whole group of them), or a canonical table."""
 
     total: int
-    table: pa.Table | None = None
+    batch: pa.Table | list[UsageRecord] | None = None
     positions: list[int] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
-        return 0 if self.table is None else self.table.num_rows
+        return 0 if self.batch is None else len(self.batch)
+
+    @property
+    def table(self) -> pa.Table | None:
+        return self.batch if self.batch is None or isinstance(self.batch, pa.Table) else records_table(self.batch)
+
+    def request_id(self, row: int) -> str:
+        if isinstance(self.batch, pa.Table):
+            return self.batch["request_id"][row].as_py()
+        return self.batch[row].request_id  # type: ignore[index]
 
 
 def is_ndjson(content_type: str | None) -> bool:
@@ -120,15 +130,14 @@ def parse_items(items: list[Any], *, now: datetime) -> Parsed:
             parsed.errors.append(_error(index, request_id, exc))
             continue
         slow_positions.append(index)
-    if fast is None or not records:
-        parsed.table = fast if fast is not None and fast.num_rows else (records_table(records) if records else None)
-        parsed.positions = positions if fast is not None and fast.num_rows else slow_positions
-        return parsed
-    # Both paths found records: back into body order, so the first of two equal request_ids stays first.
-    table = pa.concat_tables([fast, records_table(records)])
-    order = sorted(range(table.num_rows), key=(positions + slow_positions).__getitem__)
-    parsed.table = table.take(order)
-    parsed.positions = sorted(positions + slow_positions)
+    if fast is None or not fast.num_rows:
+        parsed.batch, parsed.positions = (records or None), slow_positions
+    elif not records:
+        parsed.batch, parsed.positions = fast, positions
+    else:  # both paths found records: back into body order, so the first of two equal request_ids stays first
+        table = pa.concat_tables([fast, records_table(records)])
+        order = sorted(range(table.num_rows), key=(positions + slow_positions).__getitem__)
+        parsed.batch, parsed.positions = table.take(order), sorted(positions + slow_positions)
     return parsed
 
 
@@ -142,7 +151,6 @@ def summarize(parsed: Parsed, outcomes: list[Outcome]) -> dict[str, Any]:
         elif outcome.status == DUPLICATE:
             duplicates += 1
         else:
-            request_id = parsed.table["request_id"][row].as_py()  # type: ignore[index]
-            errors.append(_error(index, request_id, outcome.error or "rejected"))
+            errors.append(_error(index, parsed.request_id(row), outcome.error or "rejected"))
     errors.sort(key=lambda e: e["index"])
     return {"accepted": accepted, "duplicates": duplicates, "rejected": len(errors), "errors": errors}

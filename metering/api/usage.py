@@ -13,25 +13,24 @@ from metering.api.auth import ADMIN, INGEST, KEY, Principal, require
 from metering.errors import PayloadTooLarge, RequestTimeout
 from metering.ingest import MAX_BODY_BYTES, Parsed, decode_body, is_ndjson, parse_items, summarize
 from metering.pricing import usd_string
+from metering.records import ENDPOINTS, MAX_STRING, MAX_TAG_VALUE, MAX_TAGS, MAX_TOKENS, TOKEN_FIELDS
 from metering.store import queries
 from metering.timewindows import cut, default_range, parse_bound, zone
 
 router = APIRouter(tags=["usage"])
 THREAD_BODY_BYTES = 32 * 1024
-_COUNT = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+_COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_TOKENS}
+_STRING = {"type": "string", "minLength": 1, "maxLength": MAX_STRING}
 # The canonical record, for the API's documentation (the rules themselves live in metering.records).
 RECORD_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["request_id", "occurred_at", "api_key_id", "model", "input_tokens", "output_tokens"],
     "properties": {
-        "request_id": {"type": "string", "minLength": 1, "maxLength": 200},
-        "occurred_at": {"type": "string", "format": "date-time"},
-        "api_key_id": {"type": "string", "minLength": 1, "maxLength": 200},
-        "model": {"type": "string", "minLength": 1, "maxLength": 200},
-        "endpoint": {"type": "string", "enum": ["chat.completions", "responses", "messages"]},
-        "input_tokens": _COUNT, "cached_tokens": _COUNT, "cache_write_tokens": _COUNT, "output_tokens": _COUNT,
-        "thinking_tokens": {**_COUNT, "nullable": True}, "web_search_requests": _COUNT,
-        "tags": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 256}, "maxProperties": 20},
+        "request_id": _STRING, "occurred_at": {"type": "string", "format": "date-time"},
+        "api_key_id": _STRING, "model": _STRING, "endpoint": {"type": "string", "enum": list(ENDPOINTS)},
+        **dict.fromkeys(TOKEN_FIELDS, _COUNT), "thinking_tokens": {**_COUNT, "nullable": True},
+        "tags": {"type": "object", "additionalProperties": {"type": "string", "maxLength": MAX_TAG_VALUE},
+                 "maxProperties": MAX_TAGS},
         "usage": {"type": "object", "description": "the endpoint's native usage object, instead of the token fields"},
     },
 }
@@ -78,7 +77,7 @@ async def post_usage(request: Request, _: Annotated[Principal, Depends(require(A
     # A large body takes milliseconds to check: off the event loop, so other requests (reads, the
     # gateway's budget checks) are not held up behind it.
     parsed = await anyio.to_thread.run_sync(parse) if len(body) > THREAD_BODY_BYTES else parse()
-    outcomes = await asyncio.wrap_future(store.writer.submit_ingest(parsed.table)) if parsed.count else []
+    outcomes = await asyncio.wrap_future(store.writer.submit_ingest(parsed.batch)) if parsed.count else []
     result = summarize(parsed, outcomes)
     return JSONResponse(result, status_code=422 if result["rejected"] else 200)
 

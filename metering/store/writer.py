@@ -258,11 +258,7 @@ class Writer:
         batch = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         n = batch.num_rows
         unique = n < 2 or pc.count_distinct(batch.column("request_id")).as_py() == n
-        ids: list[str] = [] if unique else batch.column("request_id").to_pylist()
-        first: dict[str, int] = {}
-        for pos, rid in enumerate(ids):
-            first.setdefault(rid, pos)
-        keep = range(n) if unique else sorted(first.values())
+        keep = range(n) if unique else sorted(_first_positions(batch.column("request_id").to_pylist()).values())
         candidates = batch if unique else batch.take(keep)
         lo = self._seq + 1
         self._seq += candidates.num_rows
@@ -285,10 +281,8 @@ class Writer:
             if count == n:
                 return [[ACCEPTED_OUTCOME] * len(item) for item in group]
             self._con.register("ingest_batch", candidates)
-            if unique:
-                ids = batch.column("request_id").to_pylist()
-                first = {rid: pos for pos, rid in enumerate(ids)}
-            outcomes = self._settle(batch, ids, first, lo)
+            ids = batch.column("request_id").to_pylist()
+            outcomes = self._settle(batch, ids, _first_positions(ids), lo)
         finally:
             for name in ("ingest_batch", "rate_units"):
                 with contextlib.suppress(duckdb.Error):
@@ -363,6 +357,14 @@ _STORED = (
     + " FROM ledger l SEMI JOIN ingest_batch b ON l.request_id = b.request_id AND l.seq NOT BETWEEN "
     "(SELECT min(seq) FROM ingest_batch) AND (SELECT max(seq) FROM ingest_batch)"
 )
+
+
+def _first_positions(ids: list[str]) -> dict[str, int]:
+    """request_id -> the position of its first occurrence (which is the one inserted)."""
+    first: dict[str, int] = {}
+    for pos, rid in enumerate(ids):
+        first.setdefault(rid, pos)
+    return first
 
 
 def _content(row: tuple) -> tuple:
