@@ -1,30 +1,26 @@
 """Pricing: record x rate version -> cost and list cost per token class. Pure, exact.
 
-A token price has at most 6 decimal places per 1M tokens, so one token costs an integer
-number of pico-dollars (1e-12 USD); a web search price has at most 9 places per 1,000
-requests, so one request does too. All arithmetic below is on Python ints, hence exact;
-`Decimal` appears only at the edges (`to_usd`).
-
-Token classes (they partition what was billed; nothing is counted twice):
-    uncached_input = input - cached - cache_write       at the input price
-    cached_input   = cached                              at the cached-input price
-    cache_write    = cache_write                         at the cache-write price (default: input)
-    output         = output, of which thinking           non-thinking at the output price,
-    thinking       = thinking (a part of output)         thinking at the thinking price (default: output)
-    web_search     = web search requests                 at the web search price (default: free)
+The classes, their quantities and their prices come from `metering.tokenclasses`. A unit price is
+a whole number of pico-dollars (1e-12 USD) per token or request, so every cost below is a Python
+int, computed and summed without rounding; `Decimal` appears only at the edges (`to_usd`).
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
-from metering.ratecard import Price, RateVersion, format_decimal
-from metering.records import UsageRecord
+import pyarrow as pa
+
+from metering.ratecard import Price, RateCard, RateVersion, format_decimal
+from metering.records import UsageRecord, epoch_micros
+from metering.tokenclasses import CLASS_NAMES, QUANTITY_FIELDS, TOKEN_CLASSES, TokenClass, quantities, unit_column
 
 PICO = 10**12
 MAX_COST_PICO = 2**63 - 1
+BASES = ("current", "list")
 
 
 def to_usd(pico: int) -> Decimal:
@@ -45,58 +41,44 @@ def from_usd(amount: Decimal) -> int:
     return int(scaled)
 
 
-@dataclass(frozen=True, slots=True)
-class UnitPrices:
-    """Pico-dollars per token (per request for web search), for one basis (current or list)."""
+def class_price(version: RateVersion, token_class: TokenClass) -> Price | None:
+    """The price of a class in a version: its own field, else its fallback's; None: not charged."""
+    price = getattr(version, token_class.price)
+    if price is None and token_class.fallback is not None:
+        price = getattr(version, token_class.fallback)
+    return price
 
-    input: int
-    cached_input: int
-    cache_write: int
-    output: int
-    thinking: int
-    web_search: int
+
+class UnitPrices(namedtuple("UnitPrices", CLASS_NAMES)):
+    """Pico-dollars per unit (token or request) of each class, in TOKEN_CLASSES order, for one basis."""
+
+    __slots__ = ()
 
     @classmethod
     def of(cls, version: RateVersion, basis: str) -> UnitPrices:
-        def per_token(price: Price) -> int:
-            return int(getattr(price, basis).scaleb(6))  # USD per 1M tokens -> pico per token
-
-        search = version.web_search
-        return cls(
-            input=per_token(version.input),
-            cached_input=per_token(version.cached_input),
-            cache_write=per_token(version.effective_cache_write),
-            output=per_token(version.output),
-            thinking=per_token(version.effective_thinking),
-            web_search=int(getattr(search, basis).scaleb(9)) if search else 0,  # per 1,000 -> pico each
-        )
+        units = []
+        for token_class in TOKEN_CLASSES:
+            price = class_price(version, token_class)
+            units.append(int(getattr(price, basis) * token_class.pico_per_usd) if price is not None else 0)
+        return cls(*units)
 
 
-@dataclass(frozen=True, slots=True)
-class Breakdown:
-    """Cost per token class in pico-dollars. `thinking` is a part of `output`."""
+class Breakdown(namedtuple("Breakdown", CLASS_NAMES)):
+    """Cost per class in pico-dollars, in TOKEN_CLASSES order; the classes partition the cost."""
 
-    uncached_input: int
-    cached_input: int
-    cache_write: int
-    output: int
-    thinking: int
-    web_search: int
+    __slots__ = ()
 
     @property
     def total(self) -> int:
-        return self.uncached_input + self.cached_input + self.cache_write + self.output + self.web_search
+        return sum(self)
 
     def as_usd(self) -> dict[str, Decimal]:
-        return {
-            "uncached_input": to_usd(self.uncached_input),
-            "cached_input": to_usd(self.cached_input),
-            "cache_write": to_usd(self.cache_write),
-            "output": to_usd(self.output),
-            "thinking": to_usd(self.thinking),
-            "web_search": to_usd(self.web_search),
-            "total": to_usd(self.total),
-        }
+        """Per class in USD, with `output` including the thinking it bills (thinking is a part of the
+        output tokens, shown on its own too), and the total."""
+        out = {name: to_usd(pico) for name, pico in zip(CLASS_NAMES, self, strict=True)}
+        out["output"] = to_usd(self.output + self.thinking)
+        out["total"] = to_usd(self.total)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,34 +92,33 @@ class CostOverflow(ValueError):
     pass
 
 
+def _checked(total: int) -> int:
+    if total > MAX_COST_PICO:
+        raise CostOverflow(f"cost {to_usd(total)} USD of one record is beyond the supported range")
+    return total
+
+
 def breakdown(record: UsageRecord, unit: UnitPrices) -> Breakdown:
-    thinking = record.thinking_tokens or 0
-    thinking_cost = thinking * unit.thinking
-    result = Breakdown(
-        uncached_input=record.uncached_input_tokens * unit.input,
-        cached_input=record.cached_tokens * unit.cached_input,
-        cache_write=record.cache_write_tokens * unit.cache_write,
-        output=(record.output_tokens - thinking) * unit.output + thinking_cost,
-        thinking=thinking_cost,
-        web_search=record.web_search_requests * unit.web_search,
-    )
-    if result.total > MAX_COST_PICO:
-        raise CostOverflow(f"cost {to_usd(result.total)} USD of one record is beyond the supported range")
+    amounts = quantities(lambda field: getattr(record, field))
+    result = Breakdown(*(amounts[name] * price for name, price in zip(CLASS_NAMES, unit, strict=True)))
+    _checked(result.total)
     return result
+
+
+@lru_cache(maxsize=4096)
+def field_weights(unit: UnitPrices) -> tuple[tuple[str, int], ...]:
+    """The cost of one unit of each record field under these prices (the classes' linear terms folded
+    per field), so a record's total is one product per field: the same integer as `breakdown`."""
+    weights = dict.fromkeys(QUANTITY_FIELDS, 0)
+    for token_class, price in zip(TOKEN_CLASSES, unit, strict=True):
+        for field, coefficient in token_class.terms:
+            weights[field] += coefficient * price
+    return tuple(weights.items())
 
 
 def total_pico(record: UsageRecord, unit: UnitPrices) -> int:
     """The total of `breakdown(record, unit)`, without building it: the ingest hot path."""
-    thinking = record.thinking_tokens or 0
-    total = ((record.input_tokens - record.cached_tokens - record.cache_write_tokens) * unit.input
-             + record.cached_tokens * unit.cached_input
-             + record.cache_write_tokens * unit.cache_write
-             + (record.output_tokens - thinking) * unit.output
-             + thinking * unit.thinking
-             + record.web_search_requests * unit.web_search)
-    if total > MAX_COST_PICO:
-        raise CostOverflow(f"cost {to_usd(total)} USD of one record is beyond the supported range")
-    return total
+    return _checked(sum((getattr(record, field) or 0) * weight for field, weight in field_weights(unit)))
 
 
 @lru_cache(maxsize=4096)
@@ -152,3 +133,21 @@ def price_record(record: UsageRecord, version: RateVersion) -> PricedRecord:
         cost=breakdown(record, unit_prices(version, "current")),
         list_cost=breakdown(record, unit_prices(version, "list")),
     )
+
+
+def units_table(card: RateCard) -> pa.Table:
+    """Every version's unit prices as an Arrow table, for pricing in SQL (`tokenclasses.sql_cost`):
+    `version_id`, `model`, `effective_from` (naive UTC) and one column per basis and class,
+    `tokenclasses.unit_column(basis, class)`, in pico-dollars per unit."""
+    versions = card.all_versions()
+    arrays: dict[str, pa.Array] = {
+        "version_id": pa.array([v.id for v in versions], pa.int32()),
+        "model": pa.array([v.model for v in versions], pa.string()),
+        "effective_from": pa.array([epoch_micros(v.effective_from) for v in versions], pa.int64()).cast(
+            pa.timestamp("us")),
+    }
+    for basis, short in (("current", "cur"), ("list", "list")):
+        units = [unit_prices(v, basis) for v in versions]
+        for i, token_class in enumerate(TOKEN_CLASSES):
+            arrays[unit_column(short, token_class)] = pa.array([u[i] for u in units], pa.int64())
+    return pa.table(arrays)

@@ -58,14 +58,6 @@ class RateVersion:
     web_search: Price | None = None  # None: web search is not charged
     id: int | None = None  # assigned by the store
 
-    @property
-    def effective_cache_write(self) -> Price:
-        return self.cache_write or self.input
-
-    @property
-    def effective_thinking(self) -> Price:
-        return self.thinking or self.output
-
     def same_prices(self, other: RateVersion) -> bool:
         return all(getattr(self, name) == getattr(other, name) for name in ALL_PRICE_FIELDS)
 

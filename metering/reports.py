@@ -16,9 +16,11 @@ from typing import Any
 import polars as pl
 
 from metering.errors import BadRequest
+from metering.pricing import class_price
 from metering.ratecard import RateCard, format_decimal
 from metering.store import queries
 from metering.timewindows import cut, local_midnight, zone
+from metering.tokenclasses import CLASS_NAMES, TOKEN_CLASSES
 
 MONEY = pl.Decimal(38, 12)
 CENT = Decimal("0.01")
@@ -38,22 +40,7 @@ ROUNDING_RULE = (
     "each, to the lines with the largest remainders (ties in line order), so the rounded lines add up to "
     "the rounded total."
 )
-CLASS_LABELS = {
-    "uncached_input": "input tokens (not cached)",
-    "cached_input": "cached input tokens",
-    "cache_write": "cache write tokens",
-    "output": "output tokens (excluding thinking)",
-    "thinking": "thinking tokens",
-    "web_search": "web search requests",
-}
-_CLASS_PRICE = {
-    "uncached_input": "input",
-    "cached_input": "cached_input",
-    "cache_write": "effective_cache_write",
-    "output": "output",
-    "thinking": "effective_thinking",
-    "web_search": "web_search",
-}
+CLASS_LABELS = {c.name: c.label for c in TOKEN_CLASSES}
 
 
 def parse_date(value: str | date, name: str) -> date:
@@ -82,20 +69,19 @@ def price_frame(card: RateCard) -> pl.DataFrame:
     """Per rate version and class: the unit price per token (or request) and per pricing unit."""
     rows = []
     for version in card.all_versions():
-        for token_class, attr in _CLASS_PRICE.items():
-            price = getattr(version, attr)
-            per = 1_000 if token_class == "web_search" else 1_000_000
+        for token_class in TOKEN_CLASSES:
+            price = class_price(version, token_class)
             current, listed = (price.current, price.list) if price is not None else (Decimal(0), Decimal(0))
             rows.append({
                 "rate_version_id": version.id,
-                "token_class": token_class,
+                "token_class": token_class.name,
                 "price": current,
                 "list_price": listed,
-                "unit_cost": current / per,
-                "list_unit_cost": listed / per,
-                "pricing_unit": "1000 Requests" if token_class == "web_search" else "1000000 Tokens",
-                "consumed_unit": "Requests" if token_class == "web_search" else "Tokens",
-                "units_per_price": per,
+                "unit_cost": current / token_class.per,
+                "list_unit_cost": listed / token_class.per,
+                "pricing_unit": token_class.pricing_unit,
+                "consumed_unit": token_class.consumed_unit,
+                "units_per_price": token_class.per,
             })
     schema = {"rate_version_id": pl.Int32, "token_class": pl.String, "price": MONEY, "list_price": MONEY,
               "unit_cost": MONEY, "list_unit_cost": MONEY, "pricing_unit": pl.String, "consumed_unit": pl.String,
@@ -106,10 +92,10 @@ def price_frame(card: RateCard) -> pl.DataFrame:
 def class_lines(quantities: pl.DataFrame, card: RateCard) -> pl.DataFrame:
     """Quantities per class -> priced lines (one per class with a non-zero quantity), with exact
     amounts; checks that the lines of each group add up to the costs stored in the ledger."""
-    keys = [c for c in quantities.columns if c not in (*queries.TOKEN_CLASSES, "requests", "cost_pico",
+    keys = [c for c in quantities.columns if c not in (*CLASS_NAMES, "requests", "cost_pico",
                                                         "list_cost_pico")]
     priced = quantities.filter(pl.col("rate_version_id").is_not_null())
-    long = priced.unpivot(index=keys, on=list(queries.TOKEN_CLASSES), variable_name="token_class",
+    long = priced.unpivot(index=keys, on=list(CLASS_NAMES), variable_name="token_class",
                           value_name="quantity").filter(pl.col("quantity") > 0)
     lines = long.join(price_frame(card), on=["rate_version_id", "token_class"], how="left").with_columns(
         (pl.col("quantity").cast(pl.Decimal(38, 0)) * pl.col("unit_cost")).cast(MONEY).alias("amount"),
@@ -201,7 +187,7 @@ def statement(store: Any, *, account: str, month: str, tz: str = "UTC") -> Docum
         quantities = pl.from_arrow(queries.class_quantities_arrow(cur, buckets=window, account_id=account))
     unpriced = quantities.filter(pl.col("rate_version_id").is_null())
     lines = class_lines(quantities.drop("bucket", "key_name", "account_id"), store.card)
-    order = {c: i for i, c in enumerate(queries.TOKEN_CLASSES)}
+    order = {c: i for i, c in enumerate(CLASS_NAMES)}
     lines = lines.with_columns(pl.col("token_class").replace_strict(order, return_dtype=pl.Int32).alias("_o")).sort(
         "api_key_id", "model", "rate_version_id", "_o").drop("_o")
     exact = [Decimal(a) for a in lines["amount"].to_list()]

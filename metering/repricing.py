@@ -17,55 +17,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
-from metering.pricing import to_usd, unit_prices
+from metering.pricing import to_usd, units_table
 from metering.ratecard import RateCard, format_decimal
-from metering.records import epoch_micros
 from metering.store.db import naive_utc
-
-_UNIT_FIELDS = ("input", "cached_input", "cache_write", "output", "thinking", "web_search")
-
-
-def units_table(card: RateCard) -> pa.Table:
-    """Every version's unit prices (pico-dollars per token / request), current and list."""
-    columns: dict[str, list] = {"version_id": [], "model": [], "effective_from": []}
-    for basis in ("cur", "list"):
-        for name in _UNIT_FIELDS:
-            columns[f"{basis}_{name}"] = []
-    for version in card.all_versions():
-        columns["version_id"].append(version.id)
-        columns["model"].append(version.model)
-        columns["effective_from"].append(epoch_micros(version.effective_from))
-        for basis, key in (("cur", "current"), ("list", "list")):
-            units = unit_prices(version, key)
-            for name in _UNIT_FIELDS:
-                columns[f"{basis}_{name}"].append(getattr(units, name))
-    arrays = {k: pa.array(v, pa.int64()) for k, v in columns.items() if k not in ("model", "effective_from")}
-    arrays["model"] = pa.array(columns["model"], pa.string())
-    arrays["effective_from"] = pa.array(columns["effective_from"], pa.int64()).cast(pa.timestamp("us"))
-    arrays["version_id"] = arrays["version_id"].cast(pa.int32())
-    return pa.table(arrays)
-
-
-def cost_sql(basis: str) -> str:
-    """The integer cost formula of pricing.breakdown, in HUGEINT (cast it: a cost beyond BIGINT fails
-    the cast rather than wrapping)."""
-    return f"""(
-        (l.input_tokens - l.cached_tokens - l.cache_write_tokens)::HUGEINT * v.{basis}_input
-        + l.cached_tokens::HUGEINT * v.{basis}_cached_input
-        + l.cache_write_tokens::HUGEINT * v.{basis}_cache_write
-        + (l.output_tokens - coalesce(l.thinking_tokens, 0))::HUGEINT * v.{basis}_output
-        + coalesce(l.thinking_tokens, 0)::HUGEINT * v.{basis}_thinking
-        + l.web_search_requests::HUGEINT * v.{basis}_web_search)"""
-
+from metering.tokenclasses import sql_cost
 
 REPRICED = f"""
     SELECT l.request_id, l.api_key_id, l.model, l.occurred_at,
            l.rate_version_id AS old_version, l.cost_pico AS old_cost, l.list_cost_pico AS old_list,
            v.version_id AS new_version,
-           CASE WHEN v.version_id IS NULL THEN NULL ELSE {cost_sql('cur')}::BIGINT END AS new_cost,
-           CASE WHEN v.version_id IS NULL THEN NULL ELSE {cost_sql('list')}::BIGINT END AS new_list
+           CASE WHEN v.version_id IS NULL THEN NULL ELSE {sql_cost('cur')}::BIGINT END AS new_cost,
+           CASE WHEN v.version_id IS NULL THEN NULL ELSE {sql_cost('list')}::BIGINT END AS new_list
     FROM ledger l
     ASOF LEFT JOIN rate_units v ON l.model = v.model AND l.occurred_at >= v.effective_from
     WHERE l.occurred_at >= $start AND l.occurred_at < $end

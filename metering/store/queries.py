@@ -17,6 +17,7 @@ from metering.errors import BadRequest
 from metering.records import epoch_micros
 from metering.store.db import naive_utc
 from metering.timewindows import aligned
+from metering.tokenclasses import TOKEN_CLASSES, sql_quantity
 
 ROLLUP_SECONDS = 15 * 60
 GROUP_FIELDS = ("model", "endpoint", "api_key_id", "account_id")
@@ -268,7 +269,7 @@ def record(cur: duckdb.DuckDBPyConnection, request_id: str) -> dict[str, Any] | 
     return dict(zip([d[0] for d in cur.description], rows[0], strict=True))
 
 
-TOKEN_CLASSES = ("uncached_input", "cached_input", "cache_write", "output", "thinking", "web_search")
+_CLASS_SUMS = ",\n               ".join(f"sum({sql_quantity(c, 'r')})::BIGINT AS {c.name}" for c in TOKEN_CLASSES)
 
 
 def class_quantities_arrow(
@@ -291,12 +292,7 @@ def class_quantities_arrow(
                any_value(k.name) AS key_name,
                r.api_key_id, r.model, r.rate_version_id,
                count(*) AS requests,
-               sum(r.input_tokens - r.cached_tokens - r.cache_write_tokens)::BIGINT AS uncached_input,
-               sum(r.cached_tokens)::BIGINT AS cached_input,
-               sum(r.cache_write_tokens)::BIGINT AS cache_write,
-               sum(r.output_tokens - coalesce(r.thinking_tokens, 0))::BIGINT AS output,
-               sum(coalesce(r.thinking_tokens, 0))::BIGINT AS thinking,
-               sum(r.web_search_requests)::BIGINT AS web_search,
+               {_CLASS_SUMS},
                coalesce(sum(r.cost_pico), 0)::DECIMAL(38, 0) AS cost_pico,
                coalesce(sum(r.list_cost_pico), 0)::DECIMAL(38, 0) AS list_cost_pico
         FROM ledger r

@@ -26,9 +26,9 @@ import pyarrow.compute as pc
 
 from metering.batch import records_table
 from metering.errors import StorageUnavailable
-from metering.pricing import MAX_COST_PICO, CostOverflow, total_pico, unit_prices
+from metering.pricing import MAX_COST_PICO, CostOverflow, total_pico, unit_prices, units_table
 from metering.records import TOKEN_FIELDS, UsageRecord
-from metering.repricing import cost_sql, units_table
+from metering.tokenclasses import sql_cost
 
 log = logging.getLogger("metering.writer")
 
@@ -73,8 +73,8 @@ _INSERT_PRICED = "INSERT OR IGNORE INTO ledger BY NAME SELECT *, $received AS re
 # unit prices), the integer cost of pricing.py in HUGEINT; a cost beyond BIGINT is left out.
 PRICED = f"""
 SELECT l.*, $received AS received_at, v.version_id AS rate_version_id,
-       CASE WHEN v.version_id IS NOT NULL THEN {cost_sql('cur')} END AS cost_huge,
-       CASE WHEN v.version_id IS NOT NULL THEN {cost_sql('list')} END AS list_huge
+       CASE WHEN v.version_id IS NOT NULL THEN {sql_cost('cur')} END AS cost_huge,
+       CASE WHEN v.version_id IS NOT NULL THEN {sql_cost('list')} END AS list_huge
 FROM ingest_batch l
 ASOF LEFT JOIN rate_units v ON l.model = v.model AND l.occurred_at >= v.effective_from
 """  # noqa: S608 (fixed SQL: the basis names are constants)

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from metering.errors import RateCardError
+from metering.pricing import class_price
 from metering.ratecard import load_rate_card
 from metering.settings import DEFAULT_RATE_CARD
+from metering.tokenclasses import BY_NAME
 
 GOOD_VERSION = """
 [[models.m.versions]]
@@ -32,7 +34,8 @@ def test_shipped_card_has_the_rate_page_prices():
     assert (v.input.current, v.input.list) == (Decimal("0.15"), Decimal("0.30"))
     assert (v.output.current, v.output.list) == (Decimal("0.60"), Decimal("1.20"))
     assert (v.cached_input.current, v.cached_input.list) == (Decimal("0.03"), Decimal("0.06"))
-    assert v.effective_thinking == v.output and v.effective_cache_write == v.input and v.web_search is None
+    assert v.thinking is None and v.cache_write is None and v.web_search is None
+    assert class_price(v, BY_NAME["thinking"]) == v.output and class_price(v, BY_NAME["cache_write"]) == v.input
 
 
 def test_version_in_effect_is_the_latest_started(tmp_path):
