@@ -369,7 +369,7 @@ async function rates() {
   const card_ = await api("/v1/rates");
   const fields = ["input", "cached_input", "output", "cache_write", "thinking", "web_search"];
   return [setTitle("Rate card"), h("p", { class: "muted", text: "USD per 1M tokens (web search: per 1,000 requests), current / list. Defaults: cache writes at the input price, thinking at the output price." }),
-    card_.models.map((m) => h("section", { class: "panel" }, h("h3", { text: m.model }),
+    ...card_.models.map((m) => h("section", { class: "panel", "data-model": m.model }, h("h3", { text: m.model }),
       table([{ label: "Effective from" }, ...fields.map((f) => ({ label: f.replace("_", " "), num: true }))],
         m.versions.map((v) => [v.effective_from.replace("T", " ").replace("Z", " UTC"),
           ...fields.map((f) => (v[f] ? `${v[f].current} / ${v[f].list}` : "default"))]))))];

@@ -8,131 +8,85 @@ from typing import Any
 import httpx
 import orjson
 
+from metering.access import ADMIN_PRINCIPAL
 from metering.errors import MeteringError
-from metering.ingest import BadLine, Parsed, parse_items, summarize
+from metering.services import alerts, budgets, ingest, keys, rates, reports, reprice
+from metering.services.context import Context, open_store
+from metering.services.delivery import Sender
+from metering.services.documents import check_format, render
+from metering.services.ingest import BadLine
 from metering.settings import Settings
 
 
 class LocalBackend:
-    """Opens the database file itself (fails clearly if a server holds it)."""
+    """Opens the database file itself (fails clearly if a server holds it) and calls the services as
+    the admin."""
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
 
     @classmethod
     def open(cls, settings: Settings) -> LocalBackend:
-        from metering.api.app import open_store
-
-        return cls(open_store(settings))
+        return cls(Context(open_store(settings), settings))
 
     def ingest(self, items: list[Any]) -> dict[str, Any]:
-        parsed = parse_items(items, now=self.store.clock())
-        outcomes = self.store.writer.ingest(parsed.batch) if parsed.count else []
-        return summarize(parsed, outcomes)
+        return ingest.ingest_items(self.ctx, items)
 
     def ingest_table(self, table: Any, to_item: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
-        """A typed table (a Parquet file's rows): checked by columns when its schema allows, the
-        rows that fail any check (and every row, when it does not) checked one by one."""
-        from metering.batch import split_table
-
-        split = split_table(table, now=self.store.clock())
-        if split is None:
-            return self.ingest([to_item(row) for row in table.to_pylist(maps_as_pydicts="strict")])
-        result = summarize(Parsed(total=len(split.positions), batch=split.table, positions=split.positions),
-                           self.store.writer.ingest(split.table) if split.positions else [])
-        if split.slow:
-            rest = self.ingest([to_item(row) for row in table.take(split.slow).to_pylist(maps_as_pydicts="strict")])
-            for name in ("accepted", "duplicates", "rejected"):
-                result[name] += rest[name]
-            for error in rest["errors"]:
-                error["index"] = split.slow[error["index"]]
-            result["errors"] = sorted(result["errors"] + rest["errors"], key=lambda e: e["index"])
-        return result
+        return ingest.ingest_table(self.ctx, table, to_item)
 
     def add_key(self, body: dict[str, Any]) -> dict[str, Any]:
-        from pydantic import ValidationError
-
-        from metering.api.keys import KeyCreate, create_key
-
-        try:
-            request = KeyCreate(**body)
-        except ValidationError as exc:
-            raise MeteringError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-        return create_key(self.store, request)
+        return keys.create(self.ctx, body=keys.KeyCreate.parse(body))
 
     def list_keys(self) -> list[dict[str, Any]]:
-        return [key.as_json() for key in self.store.list_keys()]
+        return keys.list_keys(self.ctx)
 
     def rates(self) -> dict[str, Any]:
-        from metering.api.rates import card_json
-
-        return card_json(self.store.card)
+        return rates.get_card(self.ctx)
 
     def report(self, kind: str, params: dict[str, Any]) -> bytes:
-        from metering import reports
-
         fmt = params.pop("format")
         allowed = {"daily": reports.DAILY_FORMATS, "statement": reports.STATEMENT_FORMATS, "focus": reports.FOCUS_FORMATS}
-        reports.check_format(fmt, allowed[kind])
+        check_format(fmt, allowed[kind])
+        source = reports.LedgerSource(self.ctx)
         if kind == "daily":
-            doc = reports.daily_report(self.store, **params)
+            doc = reports.daily_report(source, now=self.ctx.now(), **params)
         elif kind == "statement":
-            doc = reports.statement(self.store, **params)
+            doc = reports.statement(source, **params)
         else:
-            doc = reports.focus_export(self.store, **params)
-        return reports.render(doc, fmt)
+            doc = reports.focus_export(source, **params)
+        return render(doc, fmt)
 
     def reprice(self, body: dict[str, Any]) -> dict[str, Any]:
-        from metering.service import reprice
+        return reprice.reprice(self.ctx, **body)
 
-        return reprice(self.store, **body)
-
-    # --- budgets -----------------------------------------------------------------------------------
     def budgets(self, action: str, arg: Any = None) -> Any:
-        from metering import alerts
-
-        store = self.store
+        ctx = self.ctx
         if action == "add":
-            from metering.settings import Settings
-
-            values = alerts.validate(arg, allow_link_local=Settings.from_env().webhook_allow_link_local)
-            budget = store.writer.call(lambda con: alerts.create(con, values, now=store.clock()))
-            out = budget.as_json()
-            if "webhook_secret" not in arg and budget.webhook_secret:
-                out["webhook_secret"] = budget.webhook_secret
-            return out
+            return budgets.create(ctx, body=arg)
         if action == "delete":
-            store.writer.call(lambda con: alerts.delete(con, arg, now=store.clock()))
+            budgets.delete(ctx, budget_id=arg)
             return None
         if action == "check":
-            from decimal import Decimal
-
-            from metering.pricing import from_usd
-            from metering.settings import Settings
-            from metering.webhooks import Sender, evaluate_now, parse_schedule
-
-            settings = Settings.from_env()
-            written = evaluate_now(store, anomaly_min_pico=from_usd(Decimal(settings.anomaly_min_usd)))
-            sender = Sender(store, schedule=parse_schedule(settings.webhook_retry_schedule),
-                            allow_link_local=settings.webhook_allow_link_local)
+            written = alerts.evaluate_now(ctx)
+            sender = Sender(ctx)
             try:
                 sender.deliver_due()  # one round; retries happen when a server runs
             finally:
                 sender.stop()
             return {"alerts_written": written}
-        with store.reading() as cur:
-            if action == "list":
-                return {"data": [b.as_json() for b in alerts.active(cur)]}
-            if action == "show":
-                return alerts.get(cur, arg).as_json()
-            if action == "alerts":
-                return {"data": alerts.list_alerts(cur)}
+        if action == "list":
+            return {"data": budgets.list_budgets(ctx, principal=ADMIN_PRINCIPAL)}
+        if action == "show":
+            return budgets.get_budget(ctx, budget_id=arg, principal=ADMIN_PRINCIPAL)
+        if action == "alerts":
+            return {"data": alerts.list_alerts(ctx, principal=ADMIN_PRINCIPAL)}
         if action == "status":
-            return alerts.key_status(store, api_key_id=arg, now=store.clock())
+            return budgets.key_status(ctx, api_key_id=arg, principal=ADMIN_PRINCIPAL)
         raise MeteringError(f"unknown budgets action {action!r}")
 
     def close(self) -> None:
-        self.store.close()
+        self.ctx.store.close()
 
 
 class RemoteBackend:

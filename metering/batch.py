@@ -23,8 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metering.errors import RecordError
-from metering.records import _CANONICAL_FIELDS as CANONICAL_FIELDS
 from metering.records import (
+    CANONICAL_FIELDS,
+    EARLIEST,
     ENDPOINTS,
     FUTURE_TOLERANCE,
     MAX_STRING,
@@ -34,10 +35,10 @@ from metering.records import (
     MAX_TOKENS,
     TOKEN_FIELDS,
     UsageRecord,
+    check_tags,
     epoch_micros,
     parse_timestamp,
 )
-from metering.records import _tags as check_tags
 
 TAGS_TYPE = pa.map_(pa.string(), pa.string())
 CANONICAL_SCHEMA = pa.schema([
@@ -179,9 +180,13 @@ def _timestamps(values: list[Any], now: datetime) -> tuple[pa.Array, pa.Array]:
         micros = pa.array(_parse_each([v if keep else None for v, keep in zip(values, ok.to_pylist(), strict=True)]),
                           pa.int64())
         ok = pc.is_valid(micros)
-    limit = epoch_micros(now + FUTURE_TOLERANCE)
-    ok = pc.and_kleene(ok, pc.fill_null(pc.less_equal(micros, limit), False))
-    return micros.cast(pa.timestamp("us")), ok
+    return micros.cast(pa.timestamp("us")), pc.and_kleene(ok, _in_window(micros, now))
+
+
+def _in_window(micros: pa.Array, now: datetime) -> pa.Array:
+    """The record's time window (records.check_occurred_at) over a column of UTC microseconds."""
+    late = pc.less_equal(micros, epoch_micros(now + FUTURE_TOLERANCE))
+    return pc.fill_null(pc.and_kleene(pc.greater_equal(micros, epoch_micros(EARLIEST)), late), False)
 
 
 def split_items(items: Sequence[Any], *, now: datetime) -> Split:
@@ -242,7 +247,7 @@ def split_table(table: pa.Table, *, now: datetime) -> Split | None:
         columns["occurred_at"], ok = _timestamps(stamps.cast(pa.string()), now)
     elif pa.types.is_timestamp(stamps.type) and stamps.type.tz is not None:  # an instant: any zone will do
         micros = stamps.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
-        ok = pc.fill_null(pc.less_equal(micros, epoch_micros(now + FUTURE_TOLERANCE)), False)
+        ok = _in_window(micros, now)
         columns["occurred_at"] = micros.cast(pa.timestamp("us"))
     else:  # a timestamp without a zone is ambiguous: parse_record words the error
         return None

@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _open_for_serving(settings: Settings) -> tuple[Settings, dict[str, str], Any]:
     """Validate the settings for serving (generating dev tokens) and open the store."""
-    from metering.api.app import open_store
+    from metering.services.context import open_store
 
     settings, generated = settings.for_serving()
     return settings, generated, open_store(settings)
@@ -90,6 +90,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import time
 
     from metering import demo
+    from metering.services.context import Context
 
     started = time.perf_counter()
     try:
@@ -97,12 +98,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             Settings.from_env(db_path=Path(args.db), host=args.host, port=args.port, dev=True))
     except (SettingsError, MeteringError) as exc:
         return _fail(getattr(exc, "message", str(exc)))
-    with store.reading() as cur:
-        (existing,) = cur.execute("SELECT count(*) FROM ledger").fetchall()[0]
+    existing = store.record_count()
     if existing:
         print(f"metering demo: reusing {existing:,} records in {settings.db_path}", flush=True)
     else:
-        counts = demo.build(store, days=args.days, progress=not args.quiet)
+        counts = demo.build(Context(store, settings), days=args.days, progress=not args.quiet)
         print(f"metering demo: built {counts['records']:,} records from {counts['keys']} keys in "
               f"{counts['accounts']} accounts in {time.perf_counter() - started:.1f} s", flush=True)
     if args.no_serve:
@@ -128,7 +128,7 @@ def _read_items(path: Path, chunk: int, *, tables: bool = False) -> Iterator[Any
     a Parquet file's chunks are Arrow tables, checked a column at a time by the backend."""
     import orjson
 
-    from metering.ingest import BadLine
+    from metering.services.ingest import BadLine
 
     suffix = path.suffix.lower()
     if tables and suffix == ".parquet":
@@ -186,7 +186,7 @@ def _tabular_row(row: dict[str, Any]) -> dict[str, Any]:
 def cmd_import(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from metering.ingest import MAX_RECORDS
+    from metering.services.ingest import MAX_RECORDS
 
     settings = _settings(args)
     paths = [Path(p) for p in args.files]

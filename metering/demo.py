@@ -12,15 +12,16 @@ from __future__ import annotations
 import math
 import random
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from tqdm import tqdm
 
-from metering import alerts
-from metering.ratecard import parse_version
-from metering.records import parse_record
-from metering.store.db import Store, sha256_hex
-from metering.store.queries import live_rollup
+from metering.access import ADMIN_PRINCIPAL
+from metering.pricing import from_usd
+from metering.services import alerts, budgets, ingest, rates, usage
+from metering.services.context import Context
+from metering.store.db import sha256_hex
 
 ACCOUNTS = ["acme", "globex", "initech", "umbrella", "hooli"]
 KEYS = [f"key-{i:02d}" for i in range(1, 21)]
@@ -55,23 +56,24 @@ def _usage(endpoint: str, rng: random.Random, heavy: bool) -> dict[str, Any]:
     return usage
 
 
-def build(store: Store, *, days: int = 60, seed: int = 7, progress: bool = True) -> dict[str, int]:
+def build(ctx: Context, *, days: int = 60, seed: int = 7, progress: bool = True) -> dict[str, int]:
     """Fill an empty store with the demo; returns counts."""
-    now = store.clock().astimezone(UTC)
+    store = ctx.store
+    now = ctx.now().astimezone(UTC)
     rng = random.Random(seed)  # noqa: S311 (synthetic data, not security)
     start_day = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     for i, key in enumerate(KEYS):
         store.add_key(api_key_id=key, account_id=ACCOUNTS[i % len(ACCOUNTS)], name=f"{ACCOUNTS[i % 5]} app {i + 1}",
                       secret_sha256=sha256_hex(demo_secret(key)))
     change = (now - timedelta(days=days // 3)).replace(hour=0, minute=0, second=0, microsecond=0)
-    store.add_rate_version(parse_version(MODEL, {
-        "effective_from": change.isoformat(), "input": {"current": "0.12", "list": "0.30"},
+    rates.add_version(ctx, source="demo", body={
+        "model": MODEL, "effective_from": change.isoformat(), "input": {"current": "0.12", "list": "0.30"},
         "cached_input": {"current": "0.024", "list": "0.06"}, "output": {"current": "0.50", "list": "1.20"},
-        "web_search": {"current": "5", "list": "10"}}, "demo"), source="demo")
-    store.add_rate_version(parse_version(OTHER_MODEL, {
-        "effective_from": (start_day - timedelta(days=1)).isoformat(), "input": {"current": "0.05", "list": "0.10"},
-        "cached_input": {"current": "0.01", "list": "0.02"}, "output": {"current": "0.20", "list": "0.40"}},
-        "demo"), source="demo")
+        "web_search": {"current": "5", "list": "10"}})
+    rates.add_version(ctx, source="demo", body={
+        "model": OTHER_MODEL, "effective_from": (start_day - timedelta(days=1)).isoformat(),
+        "input": {"current": "0.05", "list": "0.10"}, "cached_input": {"current": "0.01", "list": "0.02"},
+        "output": {"current": "0.20", "list": "0.40"}})
     weights = {key: 1 / (rank + 1) ** 1.1 for rank, key in enumerate(KEYS)}  # Zipf: key-01 is the heaviest
     spike_day = now.date()  # today: the anomaly rule has something to find
     endpoints = ["chat.completions", "responses", "messages"]
@@ -100,19 +102,18 @@ def build(store: Store, *, days: int = 60, seed: int = 7, progress: bool = True)
                     if occurred > now:
                         continue
                     total += 1
-                    batch.append(parse_record({
+                    batch.append({
                         "request_id": f"demo-{total}", "occurred_at": occurred.isoformat(), "api_key_id": key,
                         "model": model, "endpoint": endpoint, "usage": _usage(endpoint, rng, weights[key] > 0.3),
                         "tags": {"project": rng.choice(["chat", "search", "agents"])},
-                    }, now=now))
-        store.writer.ingest(batch)
+                    })
+        for first in range(0, len(batch), ingest.MAX_RECORDS):
+            ingest.ingest_items(ctx, batch[first:first + ingest.MAX_RECORDS])
         bar.update(1)
         day += timedelta(days=1)
     bar.close()
-    _budgets(store, now)
-    from metering.webhooks import evaluate_now
-
-    evaluate_now(store, anomaly_min_pico=10**12)
+    _budgets(ctx, now)
+    alerts.evaluate_now(ctx)
     return {"records": total, "keys": len(KEYS), "accounts": len(ACCOUNTS)}
 
 
@@ -127,23 +128,21 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-def _budgets(store: Store, now: datetime) -> None:
+def _budgets(ctx: Context, now: datetime) -> None:
     """A few budgets sized from the month so far, so the view has something to show."""
-    with store.reading() as cur:
-        live = live_rollup(cur)
-        month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).replace(tzinfo=None)
-        spent = dict(cur.execute(
-            f"SELECT coalesce(k.account_id, 'unassigned'), sum(cost_pico) FROM {live} r "  # noqa: S608
-            "LEFT JOIN api_keys k USING (api_key_id) WHERE bucket_start >= ? GROUP BY ALL", [month_start]).fetchall())
-        key_spent = dict(cur.execute(
-            f"SELECT api_key_id, sum(cost_pico) FROM {live} WHERE bucket_start >= ? GROUP BY ALL",  # noqa: S608
-            [month_start]).fetchall())
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).isoformat()
+
+    def spent(group: str) -> dict[str, int]:
+        result = usage.usage(ctx, principal=ADMIN_PRINCIPAL, start=month_start, end=now.isoformat(), bucket="month",
+                             group_by=group)
+        return {r[group]: from_usd(Decimal(r["cost"])) for b in result["buckets"] for r in b["results"]}
+
+    accounts, keys = spent("account_id"), spent("api_key_id")
     specs = [
-        ({"account_id": "acme"}, "month", int(spent.get("acme", 10**12) * 1.4), True),
-        ({"api_key_id": "key-01"}, "month", int(key_spent.get("key-01", 10**12) * 1.1), True),
-        ({"all": True}, "month", int(sum(spent.values()) * 2.5), False),
+        ({"account_id": "acme"}, "month", int(accounts.get("acme", 10**12) * 1.4), True),
+        ({"api_key_id": "key-01"}, "month", int(keys.get("key-01", 10**12) * 1.1), True),
+        ({"all": True}, "month", int(sum(accounts.values()) * 2.5), False),
     ]
     for scope, period, pico, forecast in specs:
         amount = f"{max(pico, 10**12) // 10**10 / 100:.2f}"
-        values = alerts.validate({"scope": scope, "period": period, "amount": amount, "forecast": forecast})
-        store.writer.call(lambda con, v=values: alerts.create(con, v, now=now))
+        budgets.create(ctx, body={"scope": scope, "period": period, "amount": amount, "forecast": forecast})

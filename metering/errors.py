@@ -49,6 +49,22 @@ class PayloadTooLarge(MeteringError):
     status = 413
 
 
+class TooManyRequests(MeteringError):
+    """One principal asked for more expensive reads at once than it may, or a read ran past the
+    query time limit; `retry_after` (seconds) goes out as the Retry-After header."""
+
+    code = "too_many_requests"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QueryTimeout(TooManyRequests):
+    code = "query_timeout"
+
+
 class DatabaseLocked(MeteringError):
     code = "database_locked"
     status = 503

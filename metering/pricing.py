@@ -20,6 +20,7 @@ from metering.tokenclasses import CLASS_NAMES, QUANTITY_FIELDS, TOKEN_CLASSES, T
 
 PICO = 10**12
 MAX_COST_PICO = 2**63 - 1
+COST_OUT_OF_RANGE = "the cost of this record is beyond the supported range (2^63-1 pico-dollars)"
 BASES = ("current", "list")
 
 

@@ -25,6 +25,7 @@ MAX_TAGS = 20
 MAX_TAG_KEY = 64
 MAX_TAG_VALUE = 256
 FUTURE_TOLERANCE = timedelta(minutes=5)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # the first instant a record may have occurred at
 
 TOKEN_FIELDS = (
     "input_tokens",
@@ -34,9 +35,9 @@ TOKEN_FIELDS = (
     "thinking_tokens",
     "web_search_requests",
 )
-_COMMON_FIELDS = {"request_id", "occurred_at", "api_key_id", "model", "endpoint", "tags"}
-_CANONICAL_FIELDS = _COMMON_FIELDS | set(TOKEN_FIELDS)
-_NATIVE_FIELDS = _COMMON_FIELDS | {"usage", "web_search_requests"}
+COMMON_FIELDS = {"request_id", "occurred_at", "api_key_id", "model", "endpoint", "tags"}
+CANONICAL_FIELDS = COMMON_FIELDS | set(TOKEN_FIELDS)
+NATIVE_FIELDS = COMMON_FIELDS | {"usage", "web_search_requests"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +143,22 @@ def parse_timestamp(value: Any, path: str = "occurred_at") -> datetime:
         raise RecordError(path, f"is not an RFC 3339 timestamp: {value!r}") from None
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise RecordError(path, f"has no UTC offset (naive timestamps are ambiguous): {value!r}")
-    return ts.astimezone(UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise RecordError(path, f"is out of range: {value!r}") from None
 
 
-def _tags(value: Any) -> dict[str, str] | None:
+def check_occurred_at(ts: datetime, *, now: datetime, raw: Any) -> datetime:
+    """The record's time window: from 2000-01-01T00:00:00Z to 5 minutes after now."""
+    if ts < EARLIEST:
+        raise RecordError("occurred_at", f"is before 2000-01-01T00:00:00Z: {raw!r}")
+    if ts > now + FUTURE_TOLERANCE:
+        raise RecordError("occurred_at", f"is more than 5 minutes in the future: {raw!r}")
+    return ts
+
+
+def check_tags(value: Any) -> dict[str, str] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -252,7 +265,7 @@ def parse_record(obj: Any, *, now: datetime) -> UsageRecord:
     if not isinstance(obj, dict):
         raise RecordError(None, f"a record must be a JSON object, got {_type_name(obj)}")
     native = "usage" in obj
-    allowed = _NATIVE_FIELDS if native else _CANONICAL_FIELDS
+    allowed = NATIVE_FIELDS if native else CANONICAL_FIELDS
     unknown = [name for name in obj if name not in allowed]
     if unknown:
         if native and any(name in TOKEN_FIELDS for name in unknown):
@@ -260,17 +273,15 @@ def parse_record(obj: Any, *, now: datetime) -> UsageRecord:
         raise RecordError(unknown[0], "unknown field")
 
     request_id = _string(obj, "request_id")
-    occurred_at = parse_timestamp(obj.get("occurred_at")) if "occurred_at" in obj else None
-    if occurred_at is None:
+    if obj.get("occurred_at") is None:
         raise RecordError("occurred_at", "is required")
-    if occurred_at > now + FUTURE_TOLERANCE:
-        raise RecordError("occurred_at", f"is more than 5 minutes in the future: {obj['occurred_at']!r}")
+    occurred_at = check_occurred_at(parse_timestamp(obj["occurred_at"]), now=now, raw=obj["occurred_at"])
     api_key_id = _string(obj, "api_key_id")
     model = _string(obj, "model")
     endpoint = obj.get("endpoint")
     if endpoint is not None and endpoint not in NORMALIZERS:
         raise RecordError("endpoint", f"must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}")
-    tags = _tags(obj.get("tags"))
+    tags = check_tags(obj.get("tags"))
 
     if native:
         if endpoint is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 
 DEFAULT_DB = Path("data/metering.duckdb")
@@ -25,11 +26,27 @@ ENVIRONMENT = {
     "METERING_WEBHOOK_ALLOW_LINK_LOCAL": "1 to allow webhook URLs on link-local and cloud metadata addresses",
     "METERING_BODY_TIMEOUT": "seconds a client may take to send a request body before a 408 (default 30)",
     "METERING_MEMORY_LIMIT": "DuckDB's memory limit, e.g. 3GB (default: DuckDB's, 80% of RAM); past it, spill to disk",
+    "METERING_QUERY_TIMEOUT": "seconds an expensive read (usage, reports, re-rating) may run before it is stopped "
+                              "with a 429 (default 30)",
+    "METERING_READS_PER_PRINCIPAL": "expensive reads one token may run at once; more get a 429 (default 4)",
 }
 
 
 class SettingsError(ValueError):
     pass
+
+
+def _number(env: dict[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{name}: not a number: {text!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name}: must be above 0, got {text!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +67,12 @@ class Settings:
     evaluate_on_ingest: bool = True  # tests that drive evaluation by hand turn this off
     body_timeout: float = 30.0
     memory_limit: str | None = None
+    query_timeout: float = 30.0
+    reads_per_principal: int = 4
+
+    @property
+    def anomaly_min_pico(self) -> int:
+        return int(Decimal(self.anomaly_min_usd).scaleb(12))
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -62,11 +85,13 @@ class Settings:
             "url": env.get("METERING_URL") or None,
             "client_token": env.get("METERING_TOKEN") or None,
             "webhook_retry_schedule": env.get("METERING_WEBHOOK_RETRY_SCHEDULE") or None,
-            "evaluate_interval": float(env.get("METERING_EVALUATE_INTERVAL") or 60),
+            "evaluate_interval": _number(env, "METERING_EVALUATE_INTERVAL", 60.0),
             "anomaly_min_usd": env.get("METERING_ANOMALY_MIN_USD") or "1",
             "webhook_allow_link_local": env.get("METERING_WEBHOOK_ALLOW_LINK_LOCAL", "") in ("1", "true", "yes"),
-            "body_timeout": float(env.get("METERING_BODY_TIMEOUT") or 30),
+            "body_timeout": _number(env, "METERING_BODY_TIMEOUT", 30.0),
             "memory_limit": env.get("METERING_MEMORY_LIMIT") or None,
+            "query_timeout": _number(env, "METERING_QUERY_TIMEOUT", 30.0),
+            "reads_per_principal": int(_number(env, "METERING_READS_PER_PRINCIPAL", 4)),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

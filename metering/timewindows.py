@@ -7,20 +7,69 @@ Everything returned is an aware UTC datetime; buckets are half-open.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from functools import cache
+from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
 
 from metering.errors import BadRequest, RecordError
 from metering.records import parse_timestamp
 
 BUCKETS = ("hour", "day", "month")
 MAX_BUCKETS = 10_000
+# Every date and timestamp of a query lies in [FIRST_DAY, LAST_DAY] (a timestamp may carry any offset).
+FIRST_DAY = date(2000, 1, 1)
+LAST_DAY = date(2100, 1, 1)
+_EARLIEST = datetime(FIRST_DAY.year, 1, 1, tzinfo=UTC) - timedelta(days=1)
+_LATEST = datetime(LAST_DAY.year, 1, 1, tzinfo=UTC) + timedelta(days=1)
 
 
-def zone(name: str) -> ZoneInfo:
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def zone(name: Any, param: str = "tz") -> ZoneInfo:
+    """An IANA zone by name: only names of the IANA database (never a path, a directory or a file)."""
+    if not isinstance(name, str) or name not in _zone_names():
+        shown = name[:64] if isinstance(name, str) else name
+        raise BadRequest(f"{param}: unknown IANA time zone {shown!r} (for example UTC, Europe/Berlin, Asia/Kolkata)")
+    return ZoneInfo(name)
+
+
+def _in_range(day: date, name: str, value: Any) -> date:
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise BadRequest(f"{name}: must lie between {FIRST_DAY} and {LAST_DAY}, got {str(value)[:64]!r}")
+    return day
+
+
+def parse_date(value: str | date, name: str) -> date:
+    """A date (YYYY-MM-DD) between 2000-01-01 and 2100-01-01."""
+    if isinstance(value, date):
+        return _in_range(value, name, value)
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise BadRequest(f"tz: unknown IANA time zone {name!r} (for example UTC, Europe/Berlin)") from None
+        day = date.fromisoformat(value) if isinstance(value, str) and len(value.strip()) == 10 else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise BadRequest(f"{name}: not a date (YYYY-MM-DD): {str(value)[:64]!r}")
+    return _in_range(day, name, value)
+
+
+def parse_month(value: str, name: str = "month") -> date:
+    """YYYY-MM -> its first day, between 2000-01 and 2099-12."""
+    try:
+        first = datetime.strptime(value, "%Y-%m").date() if isinstance(value, str) else None
+    except ValueError:
+        first = None
+    if first is None:
+        raise BadRequest(f"{name}: not a month (YYYY-MM): {str(value)[:64]!r}")
+    if not FIRST_DAY <= first < LAST_DAY:
+        raise BadRequest(f"{name}: must lie between 2000-01 and 2099-12, got {value!r}")
+    return first
+
+
+def next_month(first: date) -> date:
+    return date(first.year + first.month // 12, first.month % 12 + 1, 1)
 
 
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:
@@ -30,17 +79,18 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
 
 
 def parse_bound(value: str, tz: ZoneInfo, name: str) -> datetime:
-    """A date (local midnight in tz) or an RFC 3339 timestamp with an offset -> UTC."""
+    """A date (local midnight in tz) or an RFC 3339 timestamp with an offset -> UTC, between
+    2000-01-01 and 2100-01-01."""
     text = value.strip()
     if len(text) == 10:
-        try:
-            return local_midnight(date.fromisoformat(text), tz)
-        except ValueError:
-            raise BadRequest(f"{name}: not a date (YYYY-MM-DD): {value!r}") from None
+        return local_midnight(parse_date(text, name), tz)
     try:
-        return parse_timestamp(text, name)
+        instant = parse_timestamp(text[:64], name)
     except RecordError as exc:
         raise BadRequest(exc.message) from None
+    if not _EARLIEST <= instant <= _LATEST:
+        raise BadRequest(f"{name}: must lie between {FIRST_DAY} and {LAST_DAY}, got {text[:64]!r}")
+    return instant
 
 
 def next_boundary(t: datetime, bucket: str, tz: ZoneInfo) -> datetime:
@@ -51,8 +101,7 @@ def next_boundary(t: datetime, bucket: str, tz: ZoneInfo) -> datetime:
     if bucket == "day":
         return local_midnight(local.date() + timedelta(days=1), tz)
     if bucket == "month":
-        first = date(local.year + local.month // 12, local.month % 12 + 1, 1)
-        return local_midnight(first, tz)
+        return local_midnight(next_month(local.date().replace(day=1)), tz)
     raise BadRequest(f"bucket: must be one of {', '.join(BUCKETS)}, got {bucket!r}")
 
 
@@ -66,7 +115,8 @@ def cut(start: datetime, end: datetime, bucket: str, tz: ZoneInfo) -> list[tuple
     cursor = start
     while cursor < end:
         if len(out) >= MAX_BUCKETS:
-            raise BadRequest(f"the range has more than {MAX_BUCKETS} {bucket} buckets: narrow it or use a larger bucket")
+            raise BadRequest(f"bucket: the range from start to end has more than {MAX_BUCKETS} {bucket} buckets; "
+                             "narrow it or use a larger bucket")
         nxt = min(next_boundary(cursor, bucket, tz), end)
         out.append((cursor, nxt))
         cursor = nxt

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from metering.api.app import create_app
 from metering.ratecard import load_rate_card
+from metering.services.context import Context
 from metering.settings import DEFAULT_RATE_CARD, Settings
 from metering.store.db import Store
 
@@ -50,6 +51,12 @@ def store(tmp_path: Path, clock: FixedClock) -> Iterator[Store]:
     s.seed_rate_card(load_rate_card(DEFAULT_RATE_CARD), source="test")
     yield s
     s.close()
+
+
+@pytest.fixture
+def ctx(store: Store) -> Context:
+    """The services' context over the test's store (the app's own is client.app.state.ctx)."""
+    return Context(store, Settings(db_path=store.path, evaluate_on_ingest=False))
 
 
 @pytest.fixture

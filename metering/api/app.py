@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering import __version__
-from metering.api import budgets, errors, keys, rates, records, reports, usage
-from metering.api.auth import ADMIN, INGEST, KEY, Principal, TokenCheck, require
-from metering.pricing import from_usd
-from metering.ratecard import load_rate_card
+from metering.api import budgets, errors, keys, rates, reports, usage
+from metering.api.auth import TokenCheck
+from metering.api.deps import AnyRole
+from metering.api.limits import ReadLimiter
+from metering.services.alerts import Evaluator
+from metering.services.context import Context, open_store
+from metering.services.delivery import Sender
 from metering.settings import Settings
 from metering.store.db import Store
-from metering.webhooks import Evaluator, Sender, parse_schedule
 
 DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "dashboards"
 DASHBOARD_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -54,18 +55,6 @@ class DashboardHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def open_store(settings: Settings) -> Store:
-    """Open the database and seed it with the rate card file (a malformed card raises)."""
-    card = load_rate_card(settings.rate_card_path)
-    store = Store(settings.db_path, memory_limit=settings.memory_limit)
-    try:
-        store.seed_rate_card(card, source=str(settings.rate_card_path))
-    except Exception:
-        store.close()
-        raise
-    return store
-
-
 def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     """`store`: an already open store (the caller closes it); otherwise one is opened at start-up."""
 
@@ -74,14 +63,13 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         owned = store is None
         app.state.settings = settings
         app.state.store = store if store is not None else open_store(settings)
+        app.state.ctx = ctx = Context(app.state.store, settings)
         app.state.tokens = TokenCheck(
             admin_token=settings.admin_token, ingest_token=settings.ingest_token, store=app.state.store
         )
-        app.state.sender = Sender(app.state.store, schedule=parse_schedule(settings.webhook_retry_schedule),
-                                  allow_link_local=settings.webhook_allow_link_local).start()
-        app.state.evaluator = Evaluator(app.state.store, sender=app.state.sender, interval=settings.evaluate_interval,
-                                        anomaly_min_pico=from_usd(Decimal(settings.anomaly_min_usd)),
-                                        on_ingest=settings.evaluate_on_ingest).start()
+        app.state.limiter = ReadLimiter(settings.reads_per_principal)
+        app.state.sender = Sender(ctx).start()
+        app.state.evaluator = Evaluator(ctx, on_written=app.state.sender.wake).start()
         try:
             yield
         finally:
@@ -104,7 +92,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/v1/me", tags=["health"], summary="Who the token is: role, and for a key its id and account")
-    async def me(principal: Annotated[Principal, Depends(require(ADMIN, INGEST, KEY))]) -> dict[str, Any]:
+    async def me(principal: AnyRole) -> dict[str, Any]:
         key = principal.key
         return {"role": principal.role, "api_key_id": key.api_key_id if key else None,
                 "account_id": key.account_id if key else None}
@@ -117,7 +105,6 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")
 
     app.include_router(usage.router)
-    app.include_router(records.router)
     app.include_router(keys.router)
     app.include_router(rates.router)
     app.include_router(reports.router)

@@ -1,40 +1,24 @@
-"""Bearer-token roles: admin, ingest, and key (a registered API key's own secret)."""
+"""Bearer tokens -> principals (admin, ingest, key), and the dependency that admits roles."""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from fastapi import Request
 
+from metering.access import ADMIN, INGEST, KEY, Principal
 from metering.errors import Forbidden, Unauthorized
-from metering.store.db import ApiKey, sha256_hex
+from metering.store.db import Store, sha256_hex
 
-ADMIN, INGEST, KEY = "admin", "ingest", "key"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    role: str
-    key: ApiKey | None = None
-
-    def visible_key(self, requested: str | None) -> str | None:
-        """The api_key_id a query is limited to: a key always sees itself, and asking for
-        another key's data is forbidden; admin sees what it asks for (None: all)."""
-        if self.role == ADMIN:
-            return requested
-        assert self.key is not None
-        if requested is not None and requested != self.key.api_key_id:
-            raise Forbidden("a key may read only its own data")
-        return self.key.api_key_id
+__all__ = ["ADMIN", "INGEST", "KEY", "Principal", "TokenCheck", "require"]
 
 
 class TokenCheck:
     """Resolves a bearer token to a Principal. Admin and ingest tokens are kept only as
     SHA-256 digests and compared in constant time; key secrets are looked up by digest."""
 
-    def __init__(self, *, admin_token: str | None, ingest_token: str | None, store) -> None:
+    def __init__(self, *, admin_token: str | None, ingest_token: str | None, store: Store) -> None:
         self._admin = sha256_hex(admin_token) if admin_token else None
         self._ingest = sha256_hex(ingest_token) if ingest_token else None
         self._store = store
@@ -63,7 +47,8 @@ class TokenCheck:
 def require(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency admitting the given roles: 401 for no or unknown token, 403 for others.
     Async because it never waits (tokens and keys are in memory): a sync dependency would cost
-    every request a trip through the thread pool."""
+    every request a trip through the thread pool. The roles are on the dependency (`.roles`), so
+    tests can read every route's rule from the route table."""
 
     async def dependency(request: Request) -> Principal:
         principal = request.app.state.tokens.resolve(request.headers.get("authorization"))
@@ -71,4 +56,5 @@ def require(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
             raise Forbidden(f"the {principal.role} role may not use {request.method} {request.url.path}")
         return principal
 
+    dependency.roles = frozenset(roles)  # type: ignore[attr-defined]
     return dependency

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from metering.errors import MeteringError
+from metering.errors import MeteringError, TooManyRequests
 
 log = logging.getLogger("metering.api")
 
@@ -38,7 +38,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in (
         (400, "a malformed request"), (401, "no token, or an unknown one"), (403, "the token's role may not do this"),
         (404, "no such thing"), (408, "the body did not arrive in time"), (409, "it exists already"),
-        (413, "the body is too large"),
+        (413, "the body is too large"), (429, "too many expensive reads at once, or one ran too long: see Retry-After"),
         (422, "invalid content (for ingest: some records rejected, the others stored)"),
         (503, "the database cannot be written or is held by another process"),
     )
@@ -52,7 +52,10 @@ def error_response(status: int, code: str, message: str, **extra: object) -> JSO
 def install(app: FastAPI) -> None:
     @app.exception_handler(MeteringError)
     async def domain_error(request: Request, exc: MeteringError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        response = error_response(exc.status, exc.code, exc.message)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

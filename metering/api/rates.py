@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 
-from metering.api.auth import ADMIN, Principal, require
-from metering.errors import RateCardError
-from metering.ratecard import parse_version
+from metering.api.deps import Admin, Ctx
+from metering.services import rates as service
 
 router = APIRouter(tags=["rates"])
 
@@ -22,28 +21,11 @@ _EXAMPLE = {
 }
 
 
-def card_json(card) -> dict[str, Any]:
-    models: dict[str, list[dict[str, Any]]] = {}
-    for version in card.all_versions():
-        models.setdefault(version.model, []).append(version.as_json())
-    return {"currency": "USD", "models": [{"model": m, "versions": v} for m, v in models.items()]}
-
-
 @router.get("/v1/rates", summary="The rate card with all versions")
-def get_rates(request: Request, _: Annotated[Principal, Depends(require(ADMIN))]) -> dict[str, Any]:
-    return card_json(request.app.state.store.card)
+def get_rates(_: Admin, ctx: Ctx) -> dict[str, Any]:
+    return service.get_card(ctx)
 
 
 @router.post("/v1/rates", status_code=201, summary="Add a rate version (prices in USD per 1M tokens)")
-def post_rates(
-    request: Request,
-    _: Annotated[Principal, Depends(require(ADMIN))],
-    body: Annotated[dict[str, Any], Body(examples=[_EXAMPLE])],
-) -> JSONResponse:
-    data = dict(body)
-    model = data.pop("model", None)
-    if not isinstance(model, str):
-        raise RateCardError("model: is required (a string)")
-    version = parse_version(model, data, f"rate version for model {model!r}")
-    stored = request.app.state.store.add_rate_version(version, source="api")
-    return JSONResponse(stored.as_json(), status_code=201)
+def post_rates(_: Admin, ctx: Ctx, body: Annotated[dict[str, Any], Body(examples=[_EXAMPLE])]) -> JSONResponse:
+    return JSONResponse(service.add_version(ctx, body=body), status_code=201)

@@ -9,13 +9,14 @@ import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from metering.api.auth import ADMIN, INGEST, KEY, Principal, require
+from metering.access import Principal
+from metering.api.auth import ADMIN, INGEST, require
+from metering.api.deps import Admin, AdminOrKey, Ctx
 from metering.errors import PayloadTooLarge, RequestTimeout
-from metering.ingest import MAX_BODY_BYTES, Parsed, decode_body, is_ndjson, parse_items, summarize
-from metering.pricing import usd_string
 from metering.records import ENDPOINTS, MAX_STRING, MAX_TAG_VALUE, MAX_TAGS, MAX_TOKENS, TOKEN_FIELDS
-from metering.store import queries
-from metering.timewindows import cut, default_range, parse_bound, zone
+from metering.services import ingest
+from metering.services import usage as service
+from metering.services.ingest import MAX_BODY_BYTES, Parsed, decode_body, is_ndjson, summarize
 
 router = APIRouter(tags=["usage"])
 THREAD_BODY_BYTES = 32 * 1024
@@ -66,78 +67,46 @@ async def _read_body(request: Request) -> bytes:
         "application/x-ndjson": {"schema": {"type": "string", "description": "one record per line"}},
     }}},
 )
-async def post_usage(request: Request, _: Annotated[Principal, Depends(require(ADMIN, INGEST))]) -> JSONResponse:
-    store = request.app.state.store
+async def post_usage(request: Request, _: Annotated[Principal, Depends(require(ADMIN, INGEST))],
+                     ctx: Ctx) -> JSONResponse:
     body = await _read_body(request)
     ndjson = is_ndjson(request.headers.get("content-type"))
 
-    def parse() -> Parsed:
-        return parse_items(decode_body(body, ndjson=ndjson), now=store.clock())
+    def prepare() -> Parsed:
+        return ingest.prepare(ctx, decode_body(body, ndjson=ndjson))
 
     # A large body takes milliseconds to check: off the event loop, so other requests (reads, the
     # gateway's budget checks) are not held up behind it.
-    parsed = await anyio.to_thread.run_sync(parse) if len(body) > THREAD_BODY_BYTES else parse()
-    outcomes = await asyncio.wrap_future(store.writer.submit_ingest(parsed.batch)) if parsed.count else []
+    parsed = await anyio.to_thread.run_sync(prepare) if len(body) > THREAD_BODY_BYTES else prepare()
+    outcomes = await asyncio.wrap_future(ingest.submit(ctx, parsed)) if parsed.count else []
     result = summarize(parsed, outcomes)
     return JSONResponse(result, status_code=422 if result["rejected"] else 200)
-
-
-def _money(row_cost: int, row_list: int) -> dict[str, str]:
-    return {"cost": usd_string(row_cost), "list_cost": usd_string(row_list)}
 
 
 @router.get("/v1/usage", summary="Usage and cost per time bucket and group")
 def get_usage(
     request: Request,
-    principal: Annotated[Principal, Depends(require(ADMIN, KEY))],
-    start: Annotated[str | None, Query(description="date (local midnight in tz) or RFC 3339 timestamp; inclusive")] = None,
-    end: Annotated[str | None, Query(description="date or timestamp; exclusive")] = None,
+    principal: AdminOrKey,
+    ctx: Ctx,
+    start: Annotated[str | None, Query(description="date (local midnight in tz) or RFC 3339 timestamp; inclusive; "
+                                                   "2000-01-01 to 2100-01-01", max_length=64)] = None,
+    end: Annotated[str | None, Query(description="date or timestamp; exclusive", max_length=64)] = None,
     bucket: Annotated[str, Query(description="hour | day | month")] = "day",
-    group_by: Annotated[str | None, Query(description="comma list of model, endpoint, api_key_id, tag:NAME")] = None,
+    group_by: Annotated[str | None, Query(description="comma list of at most 8 of model, endpoint, api_key_id, "
+                                                      "account_id, tag:NAME")] = None,
     tz: Annotated[str, Query(description="IANA time zone of the buckets")] = "UTC",
     api_key_id: Annotated[str | None, Query(description="admin only; a key always sees itself")] = None,
 ) -> dict[str, Any]:
-    store = request.app.state.store
-    key_filter = principal.visible_key(api_key_id)
-    zone_info = zone(tz)
-    default_start, default_end = default_range(store.clock(), zone_info)
-    start_at = parse_bound(start, zone_info, "start") if start else default_start
-    end_at = parse_bound(end, zone_info, "end") if end else default_end
-    buckets = cut(start_at, end_at, bucket, zone_info)
-    groups = queries.GroupBy.parse(group_by)
-    with store.reading() as cur:
-        rows = queries.usage(cur, buckets=buckets, group_by=groups, api_key_id=key_filter)
-
-    results: list[list[dict[str, Any]]] = [[] for _ in buckets]
-    totals = dict.fromkeys(queries.COUNT_FIELDS, 0)
-    total_cost = total_list = 0
-    for row in rows:
-        results[row.bucket].append({**row.group, **row.counts, **_money(row.cost_pico, row.list_cost_pico)})
-        for name, value in row.counts.items():
-            totals[name] += value
-        total_cost += row.cost_pico
-        total_list += row.list_cost_pico
-    return {
-        "currency": "USD",
-        "tz": tz,
-        "bucket": bucket,
-        "group_by": list(groups.fields),
-        "buckets": [
-            {"start": b_start.astimezone(zone_info).isoformat(), "end": b_end.astimezone(zone_info).isoformat(),
-             "results": results[i]}
-            for i, (b_start, b_end) in enumerate(buckets)
-        ],
-        "totals": {**totals, **_money(total_cost, total_list)},
-    }
+    with request.app.state.limiter.slot(principal):
+        return service.usage(ctx, principal=principal, start=start, end=end, bucket=bucket, group_by=group_by,
+                             tz=tz, api_key_id=api_key_id)
 
 
 @router.get("/v1/unpriced", summary="Models with usage the rate card does not price")
-def get_unpriced(request: Request, _: Annotated[Principal, Depends(require(ADMIN))]) -> dict[str, Any]:
-    with request.app.state.store.reading() as cur:
-        models = queries.unpriced(cur)
-    for entry in models:
-        entry["first_bucket"] = entry["first_bucket"].isoformat() + "Z"
-        entry["last_bucket"] = entry["last_bucket"].isoformat() + "Z"
-    return {"data": models, "total_requests": sum(m["requests"] for m in models)}
+def get_unpriced(_: Admin, ctx: Ctx) -> dict[str, Any]:
+    return service.unpriced(ctx)
 
 
+@router.get("/v1/records/{request_id}", summary="One stored record, its rate version and its cost per token class")
+def get_record(request_id: str, principal: AdminOrKey, ctx: Ctx) -> dict[str, Any]:
+    return service.record(ctx, request_id=request_id, principal=principal)

@@ -12,7 +12,6 @@ import hmac
 import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
@@ -21,8 +20,10 @@ from typing import Any
 
 import duckdb
 
-from metering.errors import Conflict, DatabaseLocked, RateCardError
+from metering.access import ApiKey
+from metering.errors import Conflict, DatabaseLocked, QueryTimeout, RateCardError
 from metering.ratecard import ALL_PRICE_FIELDS, Price, RateCard, RateVersion
+from metering.store import rollup
 
 Clock = Callable[[], datetime]
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -39,23 +40,6 @@ def naive_utc(ts: datetime) -> datetime:
 
 def sha256_hex(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    api_key_id: str
-    account_id: str
-    name: str | None
-    secret_sha256: str
-    created_at: datetime
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "api_key_id": self.api_key_id,
-            "account_id": self.account_id,
-            "name": self.name,
-            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
-        }
 
 
 def open_connection(path: Path, *, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -138,10 +122,8 @@ class Store:
         self._keys_by_id: dict[str, ApiKey] = {}
         for key in self._load_keys():
             self._remember_key(key)
-        from metering.alerts import StatusCache
+        self._con.execute(rollup.DEFINITIONS)
         from metering.store.writer import Writer  # the writer needs a constructed store
-
-        self.status_cache = StatusCache()
 
         self.writer = Writer(self)
 
@@ -167,16 +149,30 @@ class Store:
             return self._con.cursor()
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor inside one read transaction: every query in the block sees the same snapshot."""
+    def reading(self, *, timeout: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor inside one read transaction: every query in the block sees the same snapshot.
+        With `timeout` (seconds), a query still running then is interrupted: QueryTimeout."""
         cur = self.cursor()
+        timer = threading.Timer(timeout, cur.interrupt) if timeout else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
         try:
             cur.execute("BEGIN TRANSACTION")
             yield cur
+        except duckdb.InterruptException:
+            raise QueryTimeout(f"the query ran longer than {timeout:g} s and was stopped; narrow the range or "
+                               "the grouping", retry_after=max(1, int(timeout or 1))) from None
         finally:
+            if timer is not None:
+                timer.cancel()
             with contextlib.suppress(duckdb.Error):
                 cur.execute("ROLLBACK")
             cur.close()
+
+    def record_count(self) -> int:
+        with self.reading() as cur:
+            return int(cur.execute("SELECT count(*) FROM ledger").fetchall()[0][0])
 
     # --- rate card -----------------------------------------------------------------------------
     def _load_card(self) -> RateCard:

@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from metering.access import UNASSIGNED
 from metering.errors import BadRequest
 from metering.records import epoch_micros
 from metering.store.db import naive_utc
@@ -21,7 +22,9 @@ from metering.tokenclasses import TOKEN_CLASSES, sql_quantity
 
 ROLLUP_SECONDS = 15 * 60
 GROUP_FIELDS = ("model", "endpoint", "api_key_id", "account_id")
-UNASSIGNED = "unassigned"  # the account of keys that are not registered
+MAX_GROUP_FIELDS = 8
+ISO = "%Y-%m-%dT%H:%M:%SZ"  # timestamps formatted by DuckDB: any year it holds
+ISO_MICROS = "%Y-%m-%dT%H:%M:%S.%fZ"
 TAG_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 COUNT_FIELDS = (
     "requests",
@@ -54,17 +57,21 @@ class GroupBy:
 
     @classmethod
     def parse(cls, text: str | None) -> GroupBy:
+        """A comma list of at most MAX_GROUP_FIELDS names from the allow-list (tag:NAME with NAME of
+        letters, digits and _.:-); anything else is a 400 naming group_by."""
         if not text:
             return cls(())
+        names = [raw.strip() for raw in text.split(",", MAX_GROUP_FIELDS + 1)]
+        if len(names) > MAX_GROUP_FIELDS:
+            raise BadRequest(f"group_by: at most {MAX_GROUP_FIELDS} fields")
         fields: list[str] = []
-        for raw in text.split(","):
-            name = raw.strip()
+        for name in names:
             if name in GROUP_FIELDS or (name.startswith("tag:") and TAG_NAME.match(name[4:])):
                 if name not in fields:
                     fields.append(name)
             else:
                 raise BadRequest(
-                    f"group_by: unknown field {name!r} (allowed: {', '.join(GROUP_FIELDS)}, tag:NAME "
+                    f"group_by: unknown field {name[:80]!r} (allowed: {', '.join(GROUP_FIELDS)}, tag:NAME "
                     "with NAME of letters, digits and _.:-)"
                 )
         return cls(tuple(fields))
@@ -245,7 +252,7 @@ def usage_arrow(
 def unpriced(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Models with unpriced usage, from the rollup."""
     rows = cur.execute(f"""
-        SELECT model, sum(unpriced_requests), min(bucket_start), max(bucket_start)
+        SELECT model, sum(unpriced_requests), strftime(min(bucket_start), '{ISO}'), strftime(max(bucket_start), '{ISO}')
         FROM {live_rollup(cur)} WHERE unpriced_requests > 0
         GROUP BY model ORDER BY model
     """).fetchall()  # noqa: S608 (the FROM item is built from an integer)
@@ -255,14 +262,18 @@ def unpriced(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     ]
 
 
+_RECORD = (
+    "SELECT request_id, occurred_at, api_key_id, model, endpoint, input_tokens, cached_tokens, "  # noqa: S608 (constant)
+    "cache_write_tokens, output_tokens, thinking_tokens, web_search_requests, tags, rate_version_id, "
+    f"received_at, strftime(occurred_at, '{ISO_MICROS}') AS occurred_text FROM ledger WHERE request_id = ?"
+)
+
+
 def record(cur: duckdb.DuckDBPyConnection, request_id: str) -> dict[str, Any] | None:
-    """One ledger row by request_id (a primary-key lookup)."""
-    cur.execute(
-        "SELECT request_id, occurred_at, api_key_id, model, endpoint, input_tokens, cached_tokens, "
-        "cache_write_tokens, output_tokens, thinking_tokens, web_search_requests, tags, rate_version_id, "
-        "received_at FROM ledger WHERE request_id = ?",
-        [request_id],
-    )
+    """One ledger row by request_id (a primary-key lookup). `occurred_text`: occurred_at as RFC 3339
+    text, which any stored row has (a row from before the occurred_at bounds may lie outside what
+    Python's datetime holds; DuckDB then gives occurred_at as text too)."""
+    cur.execute(_RECORD, [request_id])
     rows = cur.fetchall()  # fetch to the end: DuckDB keeps a half-read result open
     if not rows:
         return None

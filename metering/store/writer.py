@@ -26,8 +26,9 @@ import pyarrow.compute as pc
 
 from metering.batch import records_table
 from metering.errors import StorageUnavailable
-from metering.pricing import MAX_COST_PICO, CostOverflow, total_pico, unit_prices, units_table
+from metering.pricing import COST_OUT_OF_RANGE, MAX_COST_PICO
 from metering.records import TOKEN_FIELDS, UsageRecord
+from metering.store import rollup
 from metering.tokenclasses import sql_cost
 
 log = logging.getLogger("metering.writer")
@@ -48,13 +49,42 @@ class Outcome:
     error: str | None = None
 
 
-@dataclass
-class _Ingest:
-    records: Sequence[UsageRecord] | pa.Table  # parsed records, or a canonical table (metering.batch)
-    future: Future = field(default_factory=Future)
+Price = tuple[int | None, int | None, int | None]  # (rate_version_id, cost_pico, list_cost_pico); None: unpriced
+
+
+@dataclass(frozen=True, slots=True)
+class PricedRecords:
+    """Records the caller priced: one Price per record."""
+
+    records: Sequence[UsageRecord]
+    prices: Sequence[Price]
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+@dataclass(frozen=True, slots=True)
+class UnpricedTable:
+    """A canonical table (metering.batch) and the unit prices (metering.pricing.units_table) the INSERT
+    prices it with: the version in effect at each row's occurred_at."""
+
+    table: pa.Table
+    units: pa.Table
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+
+Batch = PricedRecords | UnpricedTable
+
+
+@dataclass
+class _Ingest:
+    batch: Batch
+    future: Future = field(default_factory=Future)
+
+    def __len__(self) -> int:
+        return len(self.batch)
 
 
 @dataclass
@@ -84,30 +114,6 @@ SELECT * EXCLUDE (cost_huge, list_huge), cost_huge::BIGINT AS cost_pico, list_hu
 FROM ({PRICED})
 WHERE rate_version_id IS NULL OR (cost_huge <= {MAX_COST_PICO} AND list_huge <= {MAX_COST_PICO})
 """  # noqa: S608 (fixed SQL: the basis names are constants)
-ROLLUP_UPSERT = """
-INSERT INTO usage_rollup
-SELECT time_bucket(INTERVAL 15 MINUTE, occurred_at) AS bucket_start,
-       api_key_id, model, coalesce(endpoint, '') AS endpoint,
-       count(*), sum(input_tokens), sum(cached_tokens), sum(cache_write_tokens),
-       sum(output_tokens), coalesce(sum(thinking_tokens), 0), sum(web_search_requests),
-       coalesce(sum(cost_pico), 0), coalesce(sum(list_cost_pico), 0),
-       count(*) FILTER (WHERE rate_version_id IS NULL)
-FROM {source}
-GROUP BY ALL
-ON CONFLICT DO UPDATE SET
-    requests = requests + excluded.requests,
-    input_tokens = input_tokens + excluded.input_tokens,
-    cached_tokens = cached_tokens + excluded.cached_tokens,
-    cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
-    output_tokens = output_tokens + excluded.output_tokens,
-    thinking_tokens = thinking_tokens + excluded.thinking_tokens,
-    web_search_requests = web_search_requests + excluded.web_search_requests,
-    cost_pico = cost_pico + excluded.cost_pico,
-    list_cost_pico = list_cost_pico + excluded.list_cost_pico,
-    unpriced_requests = unpriced_requests + excluded.unpriced_requests
-"""
-# Constant bounds (not a subquery), so the ledger scan skips every row group outside them (zone maps).
-_FLUSH = ROLLUP_UPSERT.format(source="(SELECT * FROM ledger WHERE seq > $lo AND seq <= $hi)")
 FLUSH_RECORDS = 50_000  # roll up at least this often (in records) ...
 FLUSH_SECONDS = 1.0  # ... and this often (in seconds) while anything is pending
 
@@ -119,8 +125,6 @@ class Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._con = store.cursor()
         self._held: Any = None
-        self._units_cache: pa.Table | None = None
-        self._units_key: tuple | None = None
         self._seq = int(self._con.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchall()[0][0])
         (watermark,) = self._con.execute("SELECT watermark FROM rollup_state").fetchall()[0]
         self._unflushed = self._seq - int(watermark)  # a tail left by a crash is rolled up soon after start
@@ -131,15 +135,14 @@ class Writer:
         self._thread.start()
 
     # --- public ----------------------------------------------------------------------------------
-    def submit_ingest(self, records: Sequence[UsageRecord] | pa.Table) -> Future:
-        """Queue records (parsed, or a canonical table); the future resolves to one Outcome per
-        record once committed."""
-        item = _Ingest(records)
+    def submit_ingest(self, batch: Batch) -> Future:
+        """Queue records; the future resolves to one Outcome per record once committed."""
+        item = _Ingest(batch)
         self._queue.put(item)
         return item.future
 
-    def ingest(self, records: Sequence[UsageRecord] | pa.Table) -> list[Outcome]:
-        return self.submit_ingest(records).result()
+    def ingest(self, batch: Batch) -> list[Outcome]:
+        return self.submit_ingest(batch).result()
 
     def call(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run fn(connection) in a transaction of its own on the writer thread."""
@@ -173,7 +176,7 @@ class Writer:
     def flush(self, con: duckdb.DuckDBPyConnection) -> None:
         """Bring the rollup up to date, inside the caller's transaction on the writer thread."""
         (watermark,) = con.execute("SELECT watermark FROM rollup_state").fetchall()[0]
-        con.execute(_FLUSH, {"lo": int(watermark), "hi": self._seq})
+        con.execute(rollup.FLUSH, {"lo": int(watermark), "hi": self._seq})
         con.execute("UPDATE rollup_state SET watermark = ?, generation = generation + 1", [self._seq])
         self._unflushed = 0
         self._last_flush = time.monotonic()
@@ -208,7 +211,7 @@ class Writer:
                     break
                 group.append(more)
                 size += len(more)
-            group.sort(key=lambda item: isinstance(item.records, pa.Table))  # parsed records first
+            group.sort(key=lambda item: isinstance(item.batch, UnpricedTable))  # priced records first
             self._transaction(group, lambda g=group: self._ingest_group(g))
             self.groups_committed += 1
             for listener in self._listeners:
@@ -235,26 +238,19 @@ class Writer:
             item.future.set_result(result)
 
     # --- ingest -------------------------------------------------------------------------------------
-    def _units(self) -> pa.Table:
-        """Every rate version's unit prices, rebuilt when a version is added."""
-        card = self._store.card
-        key = tuple(v.id for v in card.all_versions())
-        if self._units_key != key:
-            self._units_cache, self._units_key = units_table(card), key
-        return self._units_cache
-
     def _ingest_group(self, group: list[_Ingest]) -> list[list[Outcome]]:
-        """Insert and price a group's records; tell each request what became of its own.
+        """Insert a group's records; tell each request what became of its own.
 
-        The usual group (new request_ids, all priceable) costs one INSERT per kind of input (parsed
-        records from small bodies, priced here; tables from large bodies, priced by the INSERT).
-        Only when the ledger took fewer rows than it was given does the slow path look row by row:
-        a request_id seen before is a duplicate if the stored usage is the same, a conflict otherwise.
+        The usual group (new request_ids) costs one INSERT per kind of input: records priced by the
+        caller, made one table here; tables priced by the INSERT itself. Only when the ledger took
+        fewer rows than it was given does the slow path look row by row: a request_id seen before is a
+        duplicate if the stored usage is the same, a conflict otherwise.
         """
-        # Parsed records (small bodies, first in the group) become one table, not one per request.
-        parsed = [record for item in group if not isinstance(item.records, pa.Table) for record in item.records]
-        tables = ([records_table(parsed)] if parsed else []) + [
-            item.records for item in group if isinstance(item.records, pa.Table)]
+        priced = [item.batch for item in group if isinstance(item.batch, PricedRecords)]
+        records = [record for batch in priced for record in batch.records]
+        prices = [price for batch in priced for price in batch.prices]
+        unpriced = [item.batch for item in group if isinstance(item.batch, UnpricedTable)]
+        tables = ([records_table(records)] if records else []) + [batch.table for batch in unpriced]
         batch = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         n = batch.num_rows
         unique = n < 2 or pc.count_distinct(batch.column("request_id")).as_py() == n
@@ -264,17 +260,17 @@ class Writer:
         self._seq += candidates.num_rows
         candidates = candidates.append_column("seq", pa.array(range(lo, self._seq + 1), pa.int64()))
         received = {"received": self._store.clock().astimezone(UTC).replace(tzinfo=None)}
-        small = bisect.bisect_left(keep, len(parsed))  # candidates that came as parsed records
+        small = bisect.bisect_left(keep, len(records))  # candidates that came priced
         count = 0
         try:
-            if small:  # priced in Python: for a few rows, cheaper than planning the pricing join
-                self._con.register("ingest_batch", self._priced(candidates.slice(0, small),
-                                                                [parsed[p] for p in keep[:small]]))
+            if small:
+                self._con.register("ingest_batch", _with_prices(candidates.slice(0, small),
+                                                                [prices[p] for p in keep[:small]]))
                 ((inserted,),) = self._con.execute(_INSERT_PRICED, received).fetchall()
                 count += inserted
             if small < candidates.num_rows:
                 self._con.register("ingest_batch", candidates.slice(small))
-                self._con.register("rate_units", self._units())
+                self._con.register("rate_units", unpriced[-1].units)  # the newest card of the group
                 ((inserted,),) = self._con.execute(_INSERT_LEDGER, received).fetchall()
                 count += inserted
             self._unflushed += count
@@ -293,29 +289,6 @@ class Writer:
             start += len(item)
         return results
 
-    def _priced(self, table: pa.Table, records: list[UsageRecord]) -> pa.Table:
-        """The rows with their rate version and costs (pricing.py); a cost out of range leaves its row out."""
-        card = self._store.card
-        columns: tuple[list, list, list] = ([], [], [])
-        keep = []
-        for row, record in enumerate(records):
-            version = card.version_at(record.model, record.occurred_at)
-            priced: tuple = (None, None, None)
-            if version is not None:
-                try:
-                    priced = (version.id, total_pico(record, unit_prices(version, "current")),
-                              total_pico(record, unit_prices(version, "list")))
-                except CostOverflow:
-                    continue
-            keep.append(row)
-            for column, value in zip(columns, priced, strict=True):
-                column.append(value)
-        if len(keep) < len(records):
-            table = table.take(keep)
-        return (table.append_column("rate_version_id", pa.array(columns[0], pa.int32()))
-                .append_column("cost_pico", pa.array(columns[1], pa.int64()))
-                .append_column("list_cost_pico", pa.array(columns[2], pa.int64())))
-
     def _settle(self, batch: pa.Table, ids: list[str], first: dict[str, int], lo: int) -> list[Outcome]:
         """Outcomes when not every row was inserted: duplicates, conflicts, costs out of range."""
         inserted = {row[0] for row in self._con.execute(
@@ -332,8 +305,7 @@ class Writer:
             elif rid in stored:
                 outcomes.append(DUPLICATE_OUTCOME if contents[pos] == _content(stored[rid]) else _conflict(rid))
             else:  # priced, but the cost does not fit: the only row the INSERT leaves out
-                outcomes.append(Outcome("rejected", f"request_id {rid!r}: the cost of this record is beyond the "
-                                                    "supported range (2^63-1 pico-dollars)"))
+                outcomes.append(Outcome("rejected", f"request_id {rid!r}: {COST_OUT_OF_RANGE}"))
         return outcomes
 
 
@@ -357,6 +329,13 @@ _STORED = (
     + " FROM ledger l SEMI JOIN ingest_batch b ON l.request_id = b.request_id AND l.seq NOT BETWEEN "
     "(SELECT min(seq) FROM ingest_batch) AND (SELECT max(seq) FROM ingest_batch)"
 )
+
+
+def _with_prices(table: pa.Table, prices: list[Price]) -> pa.Table:
+    versions, costs, lists = zip(*prices, strict=True) if prices else ((), (), ())
+    return (table.append_column("rate_version_id", pa.array(versions, pa.int32()))
+            .append_column("cost_pico", pa.array(costs, pa.int64()))
+            .append_column("list_cost_pico", pa.array(lists, pa.int64())))
 
 
 def _first_positions(ids: list[str]) -> dict[str, int]:

@@ -44,7 +44,8 @@ ROUTES = [
     ("GET", "/v1/reprice", "/v1/reprice", None, {"admin": 200}),
     ("POST", "/v1/budgets", "/v1/budgets", lambda: {"scope": {"all": True}, "amount": "5"}, {"admin": 201}),
     ("GET", "/v1/budgets", "/v1/budgets", None, {"admin": 200, "key_a": 200, "key_b": 200}),
-    ("GET", "/v1/budgets/status", "/v1/budgets/status?api_key_id=key-a", None, {"admin": 200, "key_a": 200}),
+    ("GET", "/v1/budgets/status", "/v1/budgets/status?api_key_id=key-a", None,
+     {"admin": 200, "ingest": 200, "key_a": 200}),  # the gateway reads it to enforce limits
     ("POST", "/v1/budgets/check", "/v1/budgets/check", None, {"admin": 200}),
     ("GET", "/v1/budgets/{budget_id}", "/v1/budgets/{budget_a}", None, {"admin": 200, "key_a": 200}),
     ("GET", "/v1/budgets/{budget_id}/status", "/v1/budgets/{budget_a}/status", None, {"admin": 200, "key_a": 200}),

@@ -185,17 +185,21 @@ def test_a_key_sees_only_its_own_alerts(client, two_keys):
 def test_cached_status_stays_exact_through_ingest_flush_rerating_and_a_new_key(client, store):
     """The status cache holds sums over the rolled-up part only, keyed by the rollup's state: every
     status it helps answer equals one computed from scratch, whatever moved in between."""
-    from metering import alerts, service
+    from metering.services import reprice
+    from metering.services.budgets import status
+    from metering.store.budgets import active
 
+    ctx = client.app.state.ctx
+    cache = ctx.status_cache
     for scope in ({"api_key_id": "key-a"}, {"account_id": "acct-x"}, {"all": True}):
         budget(client, scope=scope, forecast=True)
 
     def compare() -> None:
         with store.reading() as cur:
-            for b in alerts.active(cur):
-                cached = alerts.status(cur, b, now=store.clock(), cache=store.status_cache).as_json()
-                again = alerts.status(cur, b, now=store.clock(), cache=store.status_cache).as_json()
-                fresh = alerts.status(cur, b, now=store.clock()).as_json()
+            for b in active(cur):
+                cached = status(cur, b, now=store.clock(), cache=cache).as_json()
+                again = status(cur, b, now=store.clock(), cache=cache).as_json()
+                fresh = status(cur, b, now=store.clock()).as_json()
                 assert cached == again == fresh, b.scope
 
     spend(client, 3, at="2026-11-24T10:00:00Z")
@@ -203,9 +207,9 @@ def test_cached_status_stays_exact_through_ingest_flush_rerating_and_a_new_key(c
     compare()  # all of it still in the unrolled tail
     store.writer.call(store.writer.flush)
     compare()  # rolled up: a new rollup state
-    hits = store.status_cache.hits
+    hits = cache.hits
     compare()
-    assert store.status_cache.hits > hits  # the same state: answered from the cache
+    assert cache.hits > hits  # the same state: answered from the cache
     spend(client, 4, start=10, at="2026-11-25T10:00:00Z")
     compare()  # cached rolled-up part plus a new tail
     r = client.post("/v1/rates", headers=auth(ADMIN), json={
@@ -213,11 +217,11 @@ def test_cached_status_stays_exact_through_ingest_flush_rerating_and_a_new_key(c
         "input": {"current": "0.20", "list": "0.30"}, "cached_input": {"current": "0.02", "list": "0.06"},
         "output": {"current": "0.50", "list": "1.20"}})
     assert r.status_code == 201, r.text
-    service.reprice(store, start="2026-11-01", end="2026-11-26", dry_run=False)
+    reprice.reprice(ctx, start="2026-11-01", end="2026-11-26", dry_run=False)
     compare()  # re-rated: the rolled-up sums changed under the same watermark
     store.add_key(api_key_id="key-z", account_id="acct-x", name=None, secret_sha256="f" * 64)
     compare()  # key-z's spend now counts for acct-x
-    assert len(store.status_cache) == 3  # one entry a budget: newer states replaced older ones
+    assert len(cache) == 3  # one entry a budget: newer states replaced older ones
     with store.reading() as cur:
-        account = next(b for b in alerts.active(cur) if b.scope.kind == "account")
-        assert alerts.status(cur, account, now=store.clock(), cache=store.status_cache).spent > 0
+        account = next(b for b in active(cur) if b.scope.kind == "account")
+        assert status(cur, account, now=store.clock(), cache=cache).spent > 0

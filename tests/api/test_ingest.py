@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from metering.ingest import MAX_BODY_BYTES
+from metering.services.ingest import MAX_BODY_BYTES
 from tests.conftest import ADMIN, INGEST, auth, record
 from tests.unit.test_records import BAD
 

@@ -11,7 +11,8 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from metering import reports
+from metering.services import ingest, reports
+from metering.services.reports import LedgerSource
 from metering.ratecard import parse_version
 from metering.records import parse_record
 from tests.conftest import ADMIN, NOW, auth
@@ -28,7 +29,8 @@ def price(cur: str, lst: str) -> dict:
     return {"current": cur, "list": lst}
 
 
-def build_ledger(store) -> None:
+def build_ledger(ctx) -> None:
+    store = ctx.store
     for i in range(25):  # keys 25..29 stay unregistered: account "unassigned"
         store.add_key(api_key_id=f"key-{i}", account_id=ACCOUNTS[i % 5], name=f"Key {i}", secret_sha256=f"{i:064x}")
     for model, start, p in [
@@ -56,12 +58,13 @@ def build_ledger(store) -> None:
             "web_search_requests": 1 if rng.random() < 0.01 else 0,
         }, now=NOW))
         if len(batch) == 20_000:
-            assert all(o.status == "accepted" for o in store.writer.ingest(batch))
+            assert all(o.status == "accepted" for o in ingest.ingest_records(ctx, batch))
             batch = []
 
 
-def test_every_view_reconciles_with_the_ledger_to_the_last_digit(client, store):
-    build_ledger(store)
+def test_every_view_reconciles_with_the_ledger_to_the_last_digit(client, store, ctx):
+    build_ledger(ctx)
+    source = LedgerSource(ctx)
     with store.reading() as cur:
         n, cost_pico, list_pico = cur.execute(
             "SELECT count(*), sum(cost_pico), sum(list_cost_pico) FROM ledger").fetchone()
@@ -70,7 +73,7 @@ def test_every_view_reconciles_with_the_ledger_to_the_last_digit(client, store):
 
     # The daily report, in three time zones.
     for tz in ("UTC", "America/New_York", "Asia/Kolkata"):
-        doc = reports.daily_report(store, start="2026-09-01", end="2026-12-01", tz=tz)
+        doc = reports.daily_report(source, now=NOW, start="2026-09-01", end="2026-12-01", tz=tz)
         totals = doc.frame.filter(pl.col("row_type") == "total").row(0, named=True)
         assert (totals["cost"], totals["list_cost"], totals["requests"]) == (cost, list_cost, N), tz
         days = doc.frame.filter(pl.col("row_type") == "day")
@@ -80,14 +83,14 @@ def test_every_view_reconciles_with_the_ledger_to_the_last_digit(client, store):
     statement_cost = statement_list = Decimal(0)
     for account in [*ACCOUNTS, "unassigned"]:
         for month in ("2026-09", "2026-10", "2026-11"):
-            doc = reports.statement(store, account=account, month=month)
+            doc = reports.statement(source, account=account, month=month)
             statement_cost += doc.meta["totals"]["amount"]
             statement_list += doc.meta["totals"]["list_amount"]
             assert sum(doc.frame["amount_rounded"].to_list(), Decimal(0)) == doc.meta["totals"]["amount_rounded"]
     assert (statement_cost, statement_list) == (cost, list_cost)
 
     # FOCUS.
-    focus = reports.focus_export(store, start="2026-09-01", end="2026-12-01").frame
+    focus = reports.focus_export(source, start="2026-09-01", end="2026-12-01").frame
     assert (focus["BilledCost"].sum(), focus["ListCost"].sum()) == (cost, list_cost)
 
     # The usage API.

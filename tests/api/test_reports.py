@@ -147,7 +147,7 @@ def test_statement_lines_add_up_to_the_stated_total(client, store, two_keys):
 
 
 def test_round_lines_largest_remainder():
-    from metering.reports import round_lines
+    from metering.services.reports import round_lines
 
     lines, total = round_lines([Decimal("0.333"), Decimal("0.333"), Decimal("0.334")])
     assert total == Decimal("1.00") and sum(lines) == total and lines == [Decimal("0.33")] * 2 + [Decimal("0.34")]

@@ -195,3 +195,18 @@ def test_the_dashboard_is_served_with_a_content_security_policy(served):
     r = httpx.get(f"{served.url}/dashboard/", timeout=30)
     assert r.status_code == 200 and "script-src 'self'" in r.headers["content-security-policy"]
     assert httpx.get(f"{served.url}/", timeout=30, follow_redirects=False).headers["location"] == "/dashboard/"
+
+
+def test_the_rate_card_view_shows_each_model_and_its_prices_issue_11(page_for, served):
+    page = page_for(ADMIN)
+    show(page, "rates", "Rate card")
+    text = page.locator("main").inner_text()
+    assert "[object" not in text
+    card = api(served, "/v1/rates")
+    for model in card["models"]:
+        section = page.locator(f"section[data-model='{model['model']}']")
+        assert section.locator("h3").inner_text() == model["model"]
+        latest = model["versions"][-1]
+        cells = section.locator("tbody tr").last.inner_text()
+        assert f"{latest['input']['current']} / {latest['input']['list']}" in cells
+        assert f"{latest['output']['current']} / {latest['output']['list']}" in cells

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from metering.batch import CANONICAL_SCHEMA, records_table, split_items
 from metering.errors import RecordError
-from metering.ingest import FAST_PATH_MIN, parse_items
+from metering.services.ingest import FAST_PATH_MIN, parse_items
 from metering.records import parse_record
 from tests.conftest import NOW, generate_records
 

@@ -154,7 +154,7 @@ def test_the_forecast_sums_the_hours_left_exactly(seed):
 
 
 def test_a_webhook_host_resolving_to_a_metadata_address_is_refused_at_delivery():
-    from metering.webhooks import WebhookRefused, pin_address
+    from metering.services.delivery import WebhookRefused, pin_address
 
     def rebinding(host, port):  # the name passed the check at creation; now it points at metadata
         return {"hooks.example": ["203.0.113.7", "169.254.169.254"], "v6.example": ["::ffff:169.254.169.254"],

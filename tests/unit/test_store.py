@@ -7,7 +7,13 @@ import time
 
 from metering.records import parse_record
 from metering.store.db import Store, migrations
+from metering.store.writer import PricedRecords
 from tests.conftest import NOW, record
+
+
+def batch(*ids: str) -> PricedRecords:
+    """Records as the writer takes them (unpriced: pricing is not what these tests are about)."""
+    return PricedRecords([parse_record(record(i), now=NOW) for i in ids], [(None, None, None)] * len(ids))
 
 
 def test_migrations_are_recorded_and_applied_once(tmp_path):
@@ -31,7 +37,7 @@ def test_concurrent_batches_queued_during_a_write_share_one_transaction(store):
     blocker.start()
     started.wait(30)
     before = store.writer.groups_committed
-    futures = [store.writer.submit_ingest([parse_record(record(f"g{i}"), now=NOW)]) for i in range(100)]
+    futures = [store.writer.submit_ingest(batch(f"g{i}")) for i in range(100)]
     release.set()
     outcomes = [f.result(30) for f in futures]
     blocker.join()
@@ -50,7 +56,7 @@ def test_a_failed_transaction_fails_its_requests_and_stores_nothing(store):
         store.writer.call(boom)
     with store.reading() as cur:
         assert cur.execute("SELECT count(*) FROM api_keys").fetchone()[0] == 0
-    assert store.writer.ingest([parse_record(record("after"), now=NOW)])[0].status == "accepted"
+    assert store.writer.ingest(batch("after"))[0].status == "accepted"
 
 
 def wait_for_watermark(store, value: int) -> int:
@@ -69,7 +75,7 @@ def test_the_rollup_catches_up_in_the_background_and_after_a_crash(tmp_path, mon
     monkeypatch.setattr(writer_module, "FLUSH_SECONDS", 0.05)
     path = tmp_path / "r.duckdb"
     with Store(path) as s:
-        s.writer.ingest([parse_record(record(f"r{i}"), now=NOW) for i in range(10)])
+        s.writer.ingest(batch(*(f"r{i}" for i in range(10))))
         assert wait_for_watermark(s, 10) == 10
         with s.reading() as cur:
             assert cur.execute("SELECT sum(requests) FROM usage_rollup").fetchall()[0][0] == 10

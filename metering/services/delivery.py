@@ -1,4 +1,4 @@
-"""Signed webhook delivery from the alert outbox, and the background evaluation of budgets.
+"""Signed webhook delivery from the alert outbox.
 
 Signatures follow the Standard Webhooks specification: headers `webhook-id` (the alert's id,
 the same on every retry), `webhook-timestamp` (Unix seconds) and `webhook-signature`
@@ -22,8 +22,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from metering import alerts
+from metering.services.context import Context
 from metering.signing import sign
+from metering.store import budgets as table
+from metering.webhook_urls import forbidden_address
 
 log = logging.getLogger("metering.webhooks")
 
@@ -67,7 +69,7 @@ def pin_address(url: str, *, allow_link_local: bool, resolve: Resolver = _resolv
     addresses = list(dict.fromkeys(ipaddress.ip_address(a.split("%")[0]) for a in resolve(host, port)))
     if not addresses:
         raise WebhookRefused(f"{host} does not resolve")
-    bad = next((a for a in addresses if alerts.forbidden_address(a)), None)
+    bad = next((a for a in addresses if forbidden_address(a)), None)
     if bad is not None and not allow_link_local:
         raise WebhookRefused(f"refused: {host} resolves to {bad}, a link-local or metadata address "
                              "(METERING_WEBHOOK_ALLOW_LINK_LOCAL=1 allows it)")
@@ -84,13 +86,12 @@ def pin_address(url: str, *, allow_link_local: bool, resolve: Resolver = _resolv
 class Sender:
     """Delivers due alerts; one thread. `wake()` makes it look at the outbox at once."""
 
-    def __init__(self, store: Any, *, schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE, timeout: float = 10.0,
-                 poll: float = 0.5, rng: random.Random | None = None, allow_link_local: bool = False,
+    def __init__(self, ctx: Context, *, timeout: float = 10.0, poll: float = 0.5, rng: random.Random | None = None,
                  resolve: Resolver = _resolve) -> None:
-        self._store = store
-        self._allow_link_local = allow_link_local
+        self._store = ctx.store
+        self._allow_link_local = ctx.settings.webhook_allow_link_local
         self._resolve = resolve
-        self._schedule = schedule
+        self._schedule = parse_schedule(ctx.settings.webhook_retry_schedule)
         self._poll = poll
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not security)
         self._client = httpx.Client(timeout=timeout, follow_redirects=False)
@@ -125,14 +126,14 @@ class Sender:
     def deliver_due(self) -> int:
         """One round: send every alert that is due now. Returns how many were attempted."""
         with self._store.reading() as cur:
-            items = alerts.due(cur, now=self._store.clock())
+            items = table.due(cur, now=self._store.clock())
         for item in items:
             if self._stop.is_set():
                 break
             self._deliver(item)
         return len(items)
 
-    def _deliver(self, item: alerts.Due) -> None:
+    def _deliver(self, item: table.Due) -> None:
         body = item.payload.encode()
         timestamp = int(time.time())
         headers = {
@@ -168,70 +169,6 @@ class Sender:
         if attempt <= len(self._schedule):
             base = self._schedule[attempt - 1]
             next_delay = base * (1 + self._rng.uniform(-JITTER, JITTER))
-        self._store.writer.call(lambda con: alerts.record_attempt(
+        self._store.writer.call(lambda con: table.record_attempt(
             con, item, now=self._store.clock(), status_code=status_code, error=error, duration_ms=duration_ms,
             next_delay=next_delay))
-
-
-class Evaluator:
-    """Evaluates budgets: debounced after ingest commits, on a schedule, and on demand."""
-
-    def __init__(self, store: Any, *, sender: Sender | None, interval: float = 60.0, debounce: float = 0.25,
-                 anomaly_min_pico: int = 10**12, on_ingest: bool = True) -> None:
-        self._store = store
-        self._sender = sender
-        self._interval = interval
-        self._debounce = debounce
-        self.anomaly_min_pico = anomaly_min_pico
-        self._on_ingest = on_ingest
-        self._trigger = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> Evaluator:
-        if self._on_ingest:
-            self._store.writer.on_ingest(self.trigger)
-        self._thread = threading.Thread(target=self._run, name="metering-budgets", daemon=True)
-        self._thread.start()
-        return self
-
-    def trigger(self) -> None:
-        self._trigger.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._trigger.set()
-        if self._thread:
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            triggered = self._trigger.wait(self._interval)
-            if self._stop.is_set():
-                return
-            if triggered and self._stop.wait(self._debounce):  # a burst of commits: one evaluation for all
-                return
-            self._trigger.clear()
-            try:
-                self.evaluate()
-            except Exception:
-                log.exception("budget evaluation failed")
-
-    def evaluate(self) -> list[str]:
-        written = evaluate_now(self._store, anomaly_min_pico=self.anomaly_min_pico)
-        if written and self._sender is not None:
-            self._sender.wake()
-        return written
-
-
-def evaluate_now(store: Any, *, anomaly_min_pico: int) -> list[str]:
-    """Decide on a read snapshot (off the writer thread, so ingest goes on), then write only the
-    alerts that are due, on the writer. Returns the dedupe keys written."""
-    keys = {k.api_key_id: k.account_id for k in store.list_keys()}
-    now = store.clock()
-    with store.reading() as cur:
-        decisions = alerts.decide(cur, now=now, keys=keys, anomaly_min_pico=anomaly_min_pico,
-                                   cache=store.status_cache)
-    if not decisions:
-        return []
-    return store.writer.call(lambda con: alerts.write_alerts(con, decisions, now=now))

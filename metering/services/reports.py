@@ -1,5 +1,5 @@
-"""Finance documents, built with Polars over Arrow from DuckDB: the daily cost report, the
-monthly statement per account, and the FOCUS 1.2 cost and usage export.
+"""Finance documents, built with Polars over Arrow from a Source (this node's ledger, or the lake):
+the daily cost report, the monthly statement per account, and the FOCUS 1.2 cost and usage export.
 
 Money stays exact: DECIMAL(38, 12) USD from DuckDB, Polars Decimal columns, Python Decimal.
 Only the statement rounds, to cents, by the rule it prints (`ROUNDING_RULE`).
@@ -7,33 +7,26 @@ Only the statement rounds, to cents, by the rule it prints (`ROUNDING_RULE`).
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Protocol
 
 import polars as pl
+import pyarrow as pa
 
-from metering.errors import BadRequest
 from metering.pricing import class_price
-from metering.ratecard import RateCard, format_decimal
+from metering.ratecard import RateCard
+from metering.services.context import Context
+from metering.services.documents import MONEY, Document
 from metering.store import queries
-from metering.timewindows import cut, local_midnight, zone
+from metering.timewindows import cut, local_midnight, next_month, parse_date, parse_month, zone
 from metering.tokenclasses import CLASS_NAMES, TOKEN_CLASSES
 
-MONEY = pl.Decimal(38, 12)
 CENT = Decimal("0.01")
 DEFAULT_DAILY_GROUP = "account_id,api_key_id,model"
 DAILY_FORMATS = ("json", "csv", "parquet", "xlsx")
 STATEMENT_FORMATS = ("json", "csv", "xlsx")
 FOCUS_FORMATS = ("csv", "parquet")
-MEDIA_TYPES = {
-    "json": "application/json",
-    "csv": "text/csv; charset=utf-8",
-    "parquet": "application/vnd.apache.parquet",
-    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-}
 ROUNDING_RULE = (
     "Amounts are computed exactly (to 1e-12 USD) and rounded only on this statement: the total is "
     "rounded half-up to the cent; each line is rounded down to the cent and the cents left over go, one "
@@ -41,28 +34,6 @@ ROUNDING_RULE = (
     "the rounded total."
 )
 CLASS_LABELS = {c.name: c.label for c in TOKEN_CLASSES}
-
-
-def parse_date(value: str | date, name: str) -> date:
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{name}: not a date (YYYY-MM-DD): {value!r}") from None
-
-
-def parse_month(value: str) -> date:
-    try:
-        return datetime.strptime(value, "%Y-%m").date()
-    except (TypeError, ValueError):
-        raise BadRequest(f"month: not a month (YYYY-MM): {value!r}") from None
-
-
-def check_format(fmt: str, allowed: tuple[str, ...]) -> str:
-    if fmt not in allowed:
-        raise BadRequest(f"format: must be one of {', '.join(allowed)}, got {fmt!r}")
-    return fmt
 
 
 def price_frame(card: RateCard) -> pl.DataFrame:
@@ -117,23 +88,45 @@ def class_lines(quantities: pl.DataFrame, card: RateCard) -> pl.DataFrame:
 # --- the daily report ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Document:
-    frame: pl.DataFrame
-    meta: dict[str, Any]
+class Source(Protocol):
+    """Where a document's figures come from: the node's ledger (`LedgerSource`), or the lake through
+    Apache Spark (`metering.lake`). Both answer the same two Arrow tables."""
+
+    card: RateCard
+
+    def usage_arrow(self, *, buckets: list[tuple[datetime, datetime]], group_by: queries.GroupBy) -> pa.Table: ...
+
+    def class_quantities_arrow(self, *, buckets: list[tuple[datetime, datetime]],
+                               account_id: str | None = None) -> pa.Table: ...
 
 
-def daily_report(store: Any, *, start: str | date | None = None, end: str | date | None = None, tz: str = "UTC",
-                 group_by: str | None = None) -> Document:
+class LedgerSource:
+    """The figures of this node's DuckDB ledger, each read in one snapshot, bounded by the query timeout."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.card = ctx.store.card
+
+    def usage_arrow(self, *, buckets: list[tuple[datetime, datetime]], group_by: queries.GroupBy) -> pa.Table:
+        with self._ctx.store.reading(timeout=self._ctx.settings.query_timeout) as cur:
+            return queries.usage_arrow(cur, buckets=buckets, group_by=group_by)
+
+    def class_quantities_arrow(self, *, buckets: list[tuple[datetime, datetime]],
+                               account_id: str | None = None) -> pa.Table:
+        with self._ctx.store.reading(timeout=self._ctx.settings.query_timeout) as cur:
+            return queries.class_quantities_arrow(cur, buckets=buckets, account_id=account_id)
+
+
+def daily_report(source: Source, *, now: datetime, start: str | date | None = None, end: str | date | None = None,
+                 tz: str = "UTC", group_by: str | None = None) -> Document:
     """One row per local day and group, then a totals row (`row_type` = "total"). Without start
     or end: the last 30 local days, today included."""
     zone_info = zone(tz)
-    default_start, default_end = default_window(store.clock(), tz)
+    default_start, default_end = default_window(now, tz)
     start_d, end_d = parse_date(start or default_start, "start"), parse_date(end or default_end, "end")
     buckets = cut(local_midnight(start_d, zone_info), local_midnight(end_d, zone_info), "day", zone_info)
     groups = queries.GroupBy.parse(group_by or DEFAULT_DAILY_GROUP)
-    with store.reading() as cur:
-        arrow = queries.usage_arrow(cur, buckets=buckets, group_by=groups)
+    arrow = source.usage_arrow(buckets=buckets, group_by=groups)
     days = pl.DataFrame({"bucket": list(range(len(buckets))),
                          "date": [b[0].astimezone(zone_info).date() for b in buckets]},
                         schema={"bucket": pl.Int32, "date": pl.Date})
@@ -177,16 +170,15 @@ def _share(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
 # --- the monthly statement ---------------------------------------------------------------------------
 
 
-def statement(store: Any, *, account: str, month: str, tz: str = "UTC") -> Document:
+def statement(source: Source, *, account: str, month: str, tz: str = "UTC") -> Document:
     """Lines per key x model x token class x unit price, exact and rounded to cents."""
     zone_info = zone(tz)
     first = parse_month(month)
-    nxt = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    nxt = next_month(first)
     window = [(local_midnight(first, zone_info), local_midnight(nxt, zone_info))]
-    with store.reading() as cur:
-        quantities = pl.from_arrow(queries.class_quantities_arrow(cur, buckets=window, account_id=account))
+    quantities = pl.from_arrow(source.class_quantities_arrow(buckets=window, account_id=account))
     unpriced = quantities.filter(pl.col("rate_version_id").is_null())
-    lines = class_lines(quantities.drop("bucket", "key_name", "account_id"), store.card)
+    lines = class_lines(quantities.drop("bucket", "key_name", "account_id"), source.card)
     order = {c: i for i, c in enumerate(CLASS_NAMES)}
     lines = lines.with_columns(pl.col("token_class").replace_strict(order, return_dtype=pl.Int32).alias("_o")).sort(
         "api_key_id", "model", "rate_version_id", "_o").drop("_o")
@@ -237,16 +229,15 @@ FOCUS_STRING_NULLS = (
 )
 
 
-def focus_export(store: Any, *, start: str | date, end: str | date) -> Document:
+def focus_export(source: Source, *, start: str | date, end: str | date) -> Document:
     """FOCUS 1.2 rows: one per charge period (UTC day) x key x model x token class x price."""
     start_d, end_d = parse_date(start, "start"), parse_date(end, "end")
     utc = zone("UTC")
     buckets = cut(local_midnight(start_d, utc), local_midnight(end_d, utc), "day", utc)
-    with store.reading() as cur:
-        quantities = pl.from_arrow(queries.class_quantities_arrow(cur, buckets=buckets))
+    quantities = pl.from_arrow(source.class_quantities_arrow(buckets=buckets))
     days = pl.DataFrame({"bucket": list(range(len(buckets))), "day": [b[0] for b in buckets]},
                         schema={"bucket": pl.Int32, "day": pl.Datetime("us", "UTC")})
-    lines = class_lines(quantities.drop("key_name"), store.card).join(days, on="bucket").join(
+    lines = class_lines(quantities.drop("key_name"), source.card).join(days, on="bucket").join(
         quantities.select("bucket", "api_key_id", "model", "rate_version_id", "key_name").unique(),
         on=["bucket", "api_key_id", "model", "rate_version_id"], how="left")
     per_unit = pl.col("units_per_price").cast(pl.Decimal(38, 0))
@@ -292,7 +283,8 @@ def focus_export(store: Any, *, start: str | date, end: str | date) -> Document:
          + pl.col("rate_version_id").cast(pl.String)).alias("SkuPriceId"),
         pl.col("account_id").alias("SubAccountId"),
         pl.col("account_id").alias("SubAccountName"),
-        pl.format('{{"metering/account":"{}","metering/model":"{}"}}', "account_id", "model").alias("Tags"),
+        pl.struct(pl.col("account_id").alias("metering/account"), pl.col("model").alias("metering/model"))
+        .struct.json_encode().alias("Tags"),
         *[pl.lit(None, pl.String).alias(name) for name in FOCUS_STRING_NULLS],
         pl.col("model").alias("x_Model"),
         pl.col("token_class").alias("x_TokenClass"),
@@ -304,103 +296,6 @@ def focus_export(store: Any, *, start: str | date, end: str | date) -> Document:
             "unpriced_requests_excluded": int(quantities.filter(pl.col("rate_version_id").is_null())["requests"].sum()
                                               or 0)}
     return Document(frame, meta)
-
-
-# --- rendering -------------------------------------------------------------------------------------------
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return format_decimal(value)
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
-    return value
-
-
-def to_json(doc: Document) -> dict[str, Any]:
-    rows = [{k: _json_value(v) for k, v in row.items()} for row in doc.frame.to_dicts()]
-    out = {k: _json_value(v) for k, v in doc.meta.items()}
-    if "row_type" in doc.frame.columns:
-        out["rows"] = [r for r in rows if r["row_type"] != "total"]
-        totals = [r for r in rows if r["row_type"] == "total"]
-        out["totals"] = totals[0] if totals else None
-    else:
-        out["lines"] = rows
-    return out
-
-
-def render(doc: Document, fmt: str) -> bytes:
-    if fmt == "json":
-        import orjson
-
-        return orjson.dumps(to_json(doc))
-    if fmt == "csv":
-        frame = doc.frame
-        if doc.meta.get("document") == "statement":
-            frame = _with_statement_total(doc)
-        return frame.write_csv(datetime_format="%Y-%m-%dT%H:%M:%SZ").encode()
-    if fmt == "parquet":
-        buffer = io.BytesIO()
-        doc.frame.write_parquet(buffer)
-        return buffer.getvalue()
-    if fmt == "xlsx":
-        return _xlsx(doc)
-    raise BadRequest(f"format: unknown {fmt!r}")
-
-
-def _with_statement_total(doc: Document) -> pl.DataFrame:
-    t = doc.meta["totals"]
-    total = pl.DataFrame([{"description": "TOTAL", "amount": t["amount"], "amount_rounded": t["amount_rounded"],
-                           "list_amount": t["list_amount"], "list_amount_rounded": t["list_amount_rounded"]}],
-                         schema={"description": pl.String, "amount": MONEY, "amount_rounded": pl.Decimal(38, 2),
-                                 "list_amount": MONEY, "list_amount_rounded": pl.Decimal(38, 2)})
-    return pl.concat([doc.frame, total], how="diagonal_relaxed")
-
-
-MONEY_FORMAT = '"$"#,##0.00####'
-CENTS_FORMAT = '"$"#,##0.00'
-SHARE_FORMAT = "0.00%"
-COUNT_FORMAT = "#,##0"
-
-
-def _xlsx(doc: Document) -> bytes:
-    """A workbook finance can open: currency-formatted money, a filterable header, frozen panes.
-    Excel stores numbers as binary floats; the exact figures are in the CSV, Parquet and JSON."""
-    frame = doc.frame
-    title_rows = 0
-    if doc.meta.get("document") == "statement":
-        frame = _with_statement_total(doc)
-        title_rows = 4
-    formats: dict[str, str] = {}
-    for name, dtype in frame.schema.items():
-        if name.endswith("_rounded"):
-            formats[name] = CENTS_FORMAT
-        elif isinstance(dtype, pl.Decimal) and name not in ("quantity",):
-            formats[name] = MONEY_FORMAT
-        elif name.endswith(("_share", "_rate")):
-            formats[name] = SHARE_FORMAT
-        elif dtype.is_integer():
-            formats[name] = COUNT_FORMAT
-    excel = frame.with_columns(pl.col(n).cast(pl.Float64) for n, t in frame.schema.items() if isinstance(t, pl.Decimal))
-    buffer = io.BytesIO()
-    import xlsxwriter
-
-    with xlsxwriter.Workbook(buffer, {"in_memory": True}) as workbook:
-        sheet = workbook.add_worksheet(doc.meta.get("document", doc.meta.get("report", "report")))
-        if title_rows:
-            bold = workbook.add_format({"bold": True})
-            sheet.write(0, 0, f"Statement for account {doc.meta['account_id']}, {doc.meta['month']} ({doc.meta['tz']})",
-                        bold)
-            sheet.write(1, 0, f"Period {doc.meta['period_start']} to {doc.meta['period_end']}, USD")
-            sheet.write(2, 0, doc.meta["rounding"])
-        excel.write_excel(workbook, worksheet=sheet, position=(title_rows, 0), column_formats=formats,
-                          autofilter=True, autofit=True, freeze_panes=(title_rows + 1, 0), table_style=None,
-                          dtype_formats={pl.Date: "yyyy-mm-dd", pl.Datetime: "yyyy-mm-dd hh:mm"})
-    return buffer.getvalue()
 
 
 def default_window(now: datetime, tz: str) -> tuple[date, date]:

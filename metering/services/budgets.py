@@ -1,0 +1,181 @@
+"""Budgets: create, read, delete, and their status, as each principal may see them.
+
+What a key sees (CONTRACT.md "What a key sees"): its own budgets whole (but the webhook); of a wider
+budget that covers it (its account, a tag it spent under, everything) the terms, `exceeded` and its own
+`key_spent`, never a figure that depends on another key's usage; no webhook URL or secret anywhere.
+Admin and the gateway (ingest, for enforcement) see every figure.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from metering import budgets as rules
+from metering.access import KEY, UNASSIGNED, Principal
+from metering.budgets import Budget, Status
+from metering.errors import BadRequest, Forbidden
+from metering.services.context import Context
+from metering.services.statuscache import StatusCache
+from metering.store import budgets as table
+from metering.store.budgets import RollupState
+
+
+def create(ctx: Context, *, body: Any) -> dict[str, Any]:
+    """A new budget; a webhook secret generated here is in the answer, once."""
+    values = rules.parse_budget(body, allow_link_local=ctx.settings.webhook_allow_link_local)
+    budget = ctx.store.writer.call(lambda con: table.insert(con, values, now=ctx.now()))
+    out = budget.as_json()
+    if "webhook_secret" not in body and budget.webhook_secret:
+        out["webhook_secret"] = budget.webhook_secret  # generated: shown once, keep it to verify signatures
+    return out
+
+
+def delete(ctx: Context, *, budget_id: str) -> None:
+    ctx.store.writer.call(lambda con: table.delete(con, budget_id, now=ctx.now()))
+
+
+# --- who sees what -----------------------------------------------------------------------------------------
+
+
+def _account(ctx: Context, api_key_id: str) -> str:
+    key = ctx.store.key(api_key_id)
+    return key.account_id if key else UNASSIGNED
+
+
+def covering(cur: duckdb.DuckDBPyConnection, all_budgets: list[Budget], *, api_key_id: str, account_id: str,
+             now: datetime) -> list[Budget]:
+    """The budgets that cover a key: its own, its account's, everything, and those over a tag the key
+    sent usage under in the budget's current period."""
+    out = []
+    for budget in all_budgets:
+        if budget.scope.covers(api_key_id=api_key_id, account_id=account_id):
+            out.append(budget)
+        elif budget.scope.kind == "tag":
+            start, end = rules.period_bounds(budget.period, budget.tz, now)
+            if table.key_has_tag(cur, api_key_id=api_key_id, name=budget.scope.tag_name or "",
+                                 value=budget.scope.value or "", start=start, end=end):
+                out.append(budget)
+    return out
+
+
+def view_of(principal: Principal, budget: Budget) -> str:
+    """How much of a budget a principal sees: `admin`, `owner` (a key's own budget) or `covering`."""
+    if principal.role != KEY:
+        return "admin"
+    assert principal.key is not None
+    return "owner" if budget.scope.is_key(principal.key.api_key_id) else "covering"
+
+
+def _visible(ctx: Context, cur: duckdb.DuckDBPyConnection, principal: Principal, budgets_: list[Budget]) -> list[Budget]:
+    if principal.role != KEY:
+        return budgets_
+    assert principal.key is not None
+    return covering(cur, budgets_, api_key_id=principal.key.api_key_id, account_id=principal.key.account_id,
+                    now=ctx.now())
+
+
+def list_budgets(ctx: Context, *, principal: Principal) -> list[dict[str, Any]]:
+    with ctx.store.reading() as cur:
+        visible = _visible(ctx, cur, principal, table.active(cur))
+    return [b.as_json(view=view_of(principal, b)) for b in visible]
+
+
+def _get_visible(ctx: Context, cur: duckdb.DuckDBPyConnection, principal: Principal, budget_id: str) -> Budget:
+    budget = table.get(cur, budget_id)
+    if not _visible(ctx, cur, principal, [budget]):
+        raise Forbidden("a key may read only the budgets that cover it")
+    return budget
+
+
+def get_budget(ctx: Context, *, budget_id: str, principal: Principal) -> dict[str, Any]:
+    with ctx.store.reading() as cur:
+        budget = _get_visible(ctx, cur, principal, budget_id)
+    return budget.as_json(view=view_of(principal, budget))
+
+
+def budget_status(ctx: Context, *, budget_id: str, principal: Principal) -> dict[str, Any]:
+    with ctx.store.reading() as cur:
+        budget = _get_visible(ctx, cur, principal, budget_id)
+        view = view_of(principal, budget)
+        key_id = principal.key.api_key_id if principal.key is not None else None
+        st = status(cur, budget, now=ctx.now(), cache=ctx.status_cache, with_projection=view != "covering",
+                    key=key_id)
+    return st.as_json(view=view)
+
+
+def key_status(ctx: Context, *, api_key_id: str | None, principal: Principal) -> dict[str, Any]:
+    """Every budget covering a key, with its status: what a gateway asks before serving a request.
+    Admin and the gateway name the key; a key is always itself."""
+    if api_key_id is None and principal.role != KEY:
+        raise BadRequest("api_key_id: is required")
+    key_id = principal.visible_key(api_key_id)
+    assert key_id is not None
+    account = _account(ctx, key_id)
+    now = ctx.now()
+    with ctx.store.reading() as cur:
+        budgets_ = covering(cur, table.active(cur), api_key_id=key_id, account_id=account, now=now)
+        state = RollupState.read(cur) if budgets_ else None
+        statuses = []
+        for budget in budgets_:
+            view = view_of(principal, budget)
+            st = status(cur, budget, now=now, cache=ctx.status_cache, state=state,
+                        with_projection=view != "covering", key=key_id)
+            statuses.append(st.as_json(view=view))
+    return {"api_key_id": key_id, "account_id": account, "budgets": statuses,
+            "exceeded": any(s["exceeded"] for s in statuses)}
+
+
+# --- spend and status ---------------------------------------------------------------------------------
+
+
+def _hourly(cur: duckdb.DuckDBPyConnection, budget: Budget, *, period_start: datetime, lo: datetime, end: datetime,
+            cache: StatusCache | None, state: RollupState | None) -> dict[datetime, tuple[int, int]]:
+    """Per UTC hour: (spend inside the period, all spend). The rolled-up part from the cache when its
+    state has not moved, plus the unrolled tail; tag scopes from the ledger."""
+    if cache is None or budget.scope.kind == "tag":
+        return table.hourly(cur, budget, period_start=period_start, lo=lo, end=end)
+    state = state or RollupState.read(cur)
+    keys = len(state.accounts) if budget.scope.kind == "account" else 0
+    cache_key = (budget.id, budget.basis, budget.scope, period_start, lo, end)
+    version = (state.watermark, state.generation, keys)
+    rolled = cache.get(cache_key, version)
+    if rolled is None:
+        rolled = table.hourly(cur, budget, period_start=period_start, lo=lo, end=end, rolled_only=True)
+        cache.put(cache_key, version, rolled)
+    tail = state.tail_hourly(budget, period_start=period_start, lo=lo, end=end)
+    if not tail:
+        return rolled
+    merged = dict(rolled)
+    for hour, (inside, total) in tail.items():
+        before = merged.get(hour, (0, 0))
+        merged[hour] = (before[0] + inside, before[1] + total)
+    return merged
+
+
+def _spent(cur: duckdb.DuckDBPyConnection, budget: Budget, start: datetime, end: datetime,
+           cache: StatusCache | None, state: RollupState | None) -> int:
+    hourly = _hourly(cur, budget, period_start=start, lo=start, end=end, cache=cache, state=state)
+    return sum(inside for inside, _ in hourly.values())
+
+
+def status(cur: duckdb.DuckDBPyConnection, budget: Budget, *, now: datetime, with_projection: bool = True,
+           cache: StatusCache | None = None, state: RollupState | None = None, key: str | None = None) -> Status:
+    """A budget's spend in its current period and, with the projection, its forecast at the end (one
+    pass over spend per hour, from the profile's first day or the period's start, if earlier, to the
+    period's end); with `key`, that key's share of the spend too."""
+    start, end = rules.period_bounds(budget.period, budget.tz, now)
+    history_start = rules.utc_hour(now) - timedelta(days=rules.PROFILE_DAYS)
+    lo = min(start, history_start) if with_projection else start
+    hourly = _hourly(cur, budget, period_start=start, lo=lo, end=end, cache=cache, state=state)
+    spent = sum(inside for inside, _ in hourly.values())
+    projected = spent
+    if with_projection:
+        totals = {hour: total for hour, (_, total) in hourly.items()}
+        projected = rules.project(spent=spent, now=now, period_start=start, period_end=end, hourly=totals)
+    key_spent = None
+    if key is not None:
+        key_spent = spent if budget.scope.is_key(key) else _spent(cur, budget.share_of(key), start, end, cache, state)
+    return Status(budget, start, end, spent, projected, key_spent=key_spent)

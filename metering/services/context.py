@@ -1,0 +1,48 @@
+"""The context every service function takes: the store, the settings, and the caches over them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pyarrow as pa
+
+from metering.pricing import units_table
+from metering.ratecard import load_rate_card
+from metering.services.statuscache import StatusCache
+from metering.settings import Settings
+from metering.store.db import Store
+
+
+@dataclass
+class Context:
+    """One per process (the HTTP app, a CLI command on the database file). Owns nothing it must
+    close: the store's owner closes the store."""
+
+    store: Store
+    settings: Settings = field(default_factory=Settings)
+    status_cache: StatusCache = field(default_factory=StatusCache)
+    _units: tuple[tuple, pa.Table] | None = field(default=None, repr=False)
+
+    def now(self) -> datetime:
+        return self.store.clock()
+
+    def units(self) -> pa.Table:
+        """The rate card's unit prices as a table (for pricing in SQL), rebuilt when a version is added."""
+        card = self.store.card
+        versions = tuple(v.id for v in card.all_versions())
+        if self._units is None or self._units[0] != versions:
+            self._units = (versions, units_table(card))
+        return self._units[1]
+
+
+def open_store(settings: Settings) -> Store:
+    """Open the database and seed it with the rate card file (a malformed card raises)."""
+    card = load_rate_card(settings.rate_card_path)
+    store = Store(settings.db_path, memory_limit=settings.memory_limit)
+    try:
+        store.seed_rate_card(card, source=str(settings.rate_card_path))
+    except Exception:
+        store.close()
+        raise
+    return store
