@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 
 from benchmarks.reports import build_ledger
-from metering import alerts
+from metering.services import budgets
+from metering.services.context import Context
 from metering.store.db import Store
 from tests.conftest import ADMIN, Server
 
@@ -40,9 +41,9 @@ def prepare(db: Path, rows: int, amount: str = "1000") -> Path:
     with Store(db) as store:
         build_ledger(store, rows, base)
         store.add_key(api_key_id="key-0", account_id="acct-0", name=None, secret_sha256="0" * 64)
+        ctx = Context(store)
         for scope in ({"api_key_id": "key-0"}, {"account_id": "acct-0"}, {"all": True}):
-            values = alerts.validate({"scope": scope, "amount": amount, "forecast": True})
-            store.writer.call(lambda con, v=values: alerts.create(con, v, now=store.clock()))
+            budgets.create(ctx, body={"scope": scope, "amount": amount, "forecast": True})
     return db
 
 

@@ -56,10 +56,11 @@ def ours(path: Path, db: Path) -> dict:
     """What `metering import` does with the database file: the CLI's own reader and backend."""
     from metering.backends import LocalBackend
     from metering.cli import _read_items, _tabular_row
+    from metering.services.context import Context
 
     store = Store(db)
     store.seed_rate_card(load_rate_card(DEFAULT_RATE_CARD), source="bench")
-    backend = LocalBackend(store)
+    backend = LocalBackend(Context(store))
     totals = {"accepted": 0, "duplicates": 0, "rejected": 0}
     started = time.perf_counter()
     for table in _read_items(path, 10_000, tables=True):

@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 
 from metering.batch import records_table
-from metering.pricing import to_usd, total_pico, unit_prices
+from metering.pricing import to_usd, total_pico, unit_prices, units_table
 from metering.ratecard import load_rate_card
 from metering.records import parse_record
 from metering.settings import DEFAULT_RATE_CARD
@@ -95,7 +95,7 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
 
         def run_sql(con):
             con.register("ingest_batch", table)
-            con.register("rate_units", store.writer._units())
+            con.register("rate_units", units_table(store.card))
             started = time.perf_counter()
             count, total = con.execute(sql, {"received": NOW.replace(tzinfo=None)}).fetchall()[0]
             elapsed = time.perf_counter() - started

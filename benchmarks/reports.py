@@ -15,11 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from metering import reports
 from metering.ratecard import load_rate_card
+from metering.services import reports
+from metering.services.context import Context
 from metering.settings import DEFAULT_RATE_CARD, Settings
+from metering.store import rollup
 from metering.store.db import Store
-from metering.store.writer import ROLLUP_UPSERT
 
 # Seeded long-tailed token counts per record number i: input (with cache hits), output (with thinking).
 TOKENS = """
@@ -44,8 +45,7 @@ FROM ({TOKENS} FROM range($lo, $hi) t(i))
 """.replace("{TOKENS}", TOKENS)
 
 # The writer's rollup SQL, over the whole ledger into an empty rollup, stored in time order.
-ROLLUP_BUILD = (ROLLUP_UPSERT.split("ON CONFLICT")[0].replace("GROUP BY ALL", "GROUP BY ALL ORDER BY 1")
-                .format(source="ledger"))
+ROLLUP_BUILD = f"INSERT INTO usage_rollup BY NAME {rollup.aggregate('true')} ORDER BY 1"
 
 REFERENCE = """
 SELECT occurred_at::DATE AS date, coalesce(k.account_id, 'unassigned') AS account_id, l.api_key_id, l.model,
@@ -98,8 +98,11 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
                 cur.sql(REFERENCE).to_arrow_table()
 
             ref = timed(reference)
-        ours = timed(lambda: reports.daily_report(store, start="2026-10-01", end="2026-10-31", tz="UTC"))
-        kolkata = timed(lambda: reports.daily_report(store, start="2026-10-01", end="2026-10-31", tz="Asia/Kolkata"))
+        source = reports.LedgerSource(Context(store))
+        now = store.clock()
+        ours = timed(lambda: reports.daily_report(source, now=now, start="2026-10-01", end="2026-10-31", tz="UTC"))
+        kolkata = timed(lambda: reports.daily_report(source, now=now, start="2026-10-01", end="2026-10-31",
+                                                     tz="Asia/Kolkata"))
         store.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # this process: build, rollup and reports
     return [{

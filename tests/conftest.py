@@ -198,3 +198,21 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for server in started:
         server.kill()
+
+
+def api_routes(app) -> list:
+    """Every APIRoute of the app, those of included routers too (FastAPI >= 0.16x keeps an included
+    router's routes inside it rather than copying them into app.routes)."""
+    from fastapi.routing import APIRoute
+
+    found = []
+
+    def walk(routes) -> None:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                found.append(route)
+            elif getattr(route, "original_router", None) is not None:
+                walk(route.original_router.routes)
+
+    walk(app.routes)
+    return found

@@ -11,10 +11,10 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from metering.services import ingest, reports
-from metering.services.reports import LedgerSource
 from metering.ratecard import parse_version
 from metering.records import parse_record
+from metering.services import ingest, reports
+from metering.services.reports import LedgerSource
 from tests.conftest import ADMIN, NOW, auth
 
 pytestmark = pytest.mark.slow

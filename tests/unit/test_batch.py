@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from metering.batch import CANONICAL_SCHEMA, records_table, split_items
 from metering.errors import RecordError
-from metering.services.ingest import FAST_PATH_MIN, parse_items
 from metering.records import parse_record
+from metering.services.ingest import FAST_PATH_MIN, parse_items
 from tests.conftest import NOW, generate_records
 
 VALID = generate_records(200, seed=7, prefix="b")
