@@ -158,34 +158,9 @@ function setTitle(text) {
 // --- views ---------------------------------------------------------------------------------------------
 
 async function overview() {
-  const today = todayUTC();
-  const monthStart = new Date(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), 1));
-  const nextMonth = new Date(Date.UTC(today.getUTCFullYear(), today.getUTCMonth() + 1, 1));
-  const tomorrow = addDays(today, 1);
-  const [month, week] = await Promise.all([
-    api(`/v1/usage?start=${isoDate(monthStart)}&end=${isoDate(tomorrow)}&bucket=day&group_by=model`),
-    api(`/v1/usage?start=${isoDate(addDays(today, -7))}&end=${isoDate(today)}&bucket=day`),
-  ]);
-  const todayCost = sumPico(month.buckets[month.buckets.length - 1].results);
-  const mtd = toPico(month.totals.cost);
-  const daysLeft = BigInt(Math.round((nextMonth - tomorrow) / 86400000));
-  const projected = mtd + (toPico(week.totals.cost) / 7n) * daysLeft;
-  const savings = toPico(month.totals.list_cost) - mtd;
-  let cacheSaved = null;
-  if (state.me.role === "admin") {
-    const rates = await api("/v1/rates");
-    const now = new Date().toISOString();
-    cacheSaved = 0n;
-    const cached = new Map();
-    for (const b of month.buckets) for (const r of b.results) cached.set(r.model, (cached.get(r.model) ?? 0n) + BigInt(r.cached_tokens));
-    for (const m of rates.models) {
-      const v = m.versions.filter((x) => x.effective_from <= now).pop();
-      if (!v || !cached.has(m.model)) continue;
-      const perMillion = toPico(v.input.current) - toPico(v.cached_input.current);
-      cacheSaved += (cached.get(m.model) * perMillion) / 1000000n;
-    }
-  }
-  const t = month.totals;
+  // Every figure here is computed by the API (GET /v1/overview); the page formats, it never prices.
+  const ov = await api("/v1/overview");
+  const t = ov.totals;
   const mix = [
     ["Uncached input", t.input_tokens - t.cached_tokens - t.cache_write_tokens],
     ["Cached input", t.cached_tokens], ["Cache writes", t.cache_write_tokens],
@@ -201,21 +176,21 @@ async function overview() {
     bar.append(rect);
     x += w;
   });
+  const listPico = toPico(t.list_cost);
   return [
     setTitle(state.me.role === "key" ? `Overview · ${state.me.api_key_id}` : "Overview"),
     h("div", { class: "cards" },
-      card("Spend today (UTC)", usd(todayCost), null, "today"),
-      card("Month to date", usd(mtd), `${int(t.requests)} requests`, "mtd"),
-      card("Projected month end", usd(projected), "month to date + the last 7 days' daily average", "projected"),
-      card("At list price", usd(toPico(t.list_cost)), null, "list"),
-      card("Savings vs list", usd(savings), pct(Number(savings), Number(toPico(t.list_cost))) + " of list", "savings"),
-      card("Saved by the prompt cache", cacheSaved === null ? "—" : usd(cacheSaved),
-        cacheSaved === null ? "needs the rate card (admin)" : "cached tokens at the input price minus their cost",
-        "cache")),
+      card("Spend today (UTC)", usd(ov.today), null, "today"),
+      card("Month to date", usd(ov.month_to_date), `${int(t.requests)} requests`, "mtd"),
+      card("Projected month end", usd(ov.projected_month_end), ov.projection_rule, "projected"),
+      card("At list price", usd(t.list_cost), null, "list"),
+      card("Savings vs list", usd(t.savings), pct(Number(toPico(t.savings)), Number(listPico)) + " of list", "savings"),
+      card("Saved by the prompt cache", usd(ov.by_class.cache_savings),
+        "cached tokens at the uncached input price minus their cost", "cache")),
     h("section", { class: "panel", "aria-labelledby": "mix-h" },
       h("h3", { id: "mix-h", text: "Token mix this month" }), bar, legend(mix.map(([n]) => n)),
-      table([{ label: "Class" }, { label: "Tokens", num: true }, { label: "Share", num: true }],
-        mix.map(([n, v]) => [n, int(v), pct(v, mixTotal)]))),
+      table([{ label: "Class" }, { label: "Tokens", num: true }, { label: "Share", num: true }, { label: "Cost", num: true }],
+        ov.by_class.classes.map((c) => [c.token_class.replace("_", " "), int(c.quantity), pct(c.quantity, mixTotal + t.web_search_requests), usd(c.cost)]))),
   ];
 }
 
@@ -327,19 +302,27 @@ async function keyPage(id) {
 }
 
 function budgetBar(st) {
+  const scopeText = Object.entries(st.scope).map(([k, v]) => (k === "all" ? "everything" : k === "tag" ? `tag ${JSON.stringify(v)}` : `${k} ${v}`)).join(" ");
+  if (st.spent === undefined) {
+    // A wider budget that covers this key: the API gives its terms, whether it is exceeded, and this
+    // key's own spend, never the other keys' figures.
+    return h("div", { class: "card", "data-budget": st.budget_id },
+      h("div", { class: "label", text: `${scopeText} · ${st.period} (${st.tz}) · ${st.basis}` }),
+      h("div", { class: "value", text: st.exceeded ? "Exceeded" : "Within budget" }),
+      h("div", { class: "note", text: `your spend this period ${usd(st.key_spent)} · shared budget: only its state is shown · period ${st.period_start.slice(0, 10)} to ${st.period_end.slice(0, 10)}` }));
+  }
   const amount = toPico(st.amount);
   const ratio = (v) => Number((toPico(v) * 10000n) / (amount || 1n)) / 10000;
   const thresholds = (st.thresholds ?? []).map(Number);
   const scale = Math.min(Math.max(1, ratio(st.spent), ratio(st.projected), ...thresholds), 2);
   const at = (r) => `${Math.min(100, (100 * r) / scale)}%`;
-  const scope = Object.entries(st.scope).map(([k, v]) => (k === "all" ? "everything" : k === "tag" ? `tag ${JSON.stringify(v)}` : `${k} ${v}`)).join(" ");
   const progress = h("div", { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
     "aria-valuenow": Math.round(100 * ratio(st.spent)), "aria-label": `Spent ${usd(st.spent)} of ${usd(st.amount)}` },
   h("div", { class: `fill${st.exceeded ? " over" : ""}`, style: `width:${at(ratio(st.spent))}` }),
   thresholds.map((t) => h("div", { class: "mark", style: `left:${at(t)}`, title: `threshold ${t * 100}%` })),
   h("div", { class: "proj", style: `left:${at(ratio(st.projected))}`, title: `projected ${usd(st.projected)}` }));
   return h("div", { class: "card", "data-budget": st.budget_id },
-    h("div", { class: "label", text: `${scope} · ${st.period} (${st.tz}) · ${st.basis}` }),
+    h("div", { class: "label", text: `${scopeText} · ${st.period} (${st.tz}) · ${st.basis}` }),
     h("div", { class: "value", text: `${usd(st.spent)} of ${usd(st.amount)}` }), progress,
     h("div", { class: "note", text: `${(100 * ratio(st.spent)).toFixed(1)}% spent · projected ${usd(st.projected)} · ${st.exceeded ? "EXCEEDED" : `${usd(st.remaining)} left`} · period ${st.period_start.slice(0, 10)} to ${st.period_end.slice(0, 10)}` }));
 }

@@ -14,7 +14,7 @@ from metering.api.auth import ADMIN, INGEST, require
 from metering.api.deps import Admin, AdminOrKey, Ctx
 from metering.errors import PayloadTooLarge, RequestTimeout
 from metering.records import ENDPOINTS, MAX_STRING, MAX_TAG_VALUE, MAX_TAGS, MAX_TOKENS, TOKEN_FIELDS
-from metering.services import ingest
+from metering.services import ingest, overview
 from metering.services import usage as service
 from metering.services.ingest import MAX_BODY_BYTES, Parsed, decode_body, is_ndjson, summarize
 
@@ -89,17 +89,36 @@ def get_usage(
     principal: AdminOrKey,
     ctx: Ctx,
     start: Annotated[str | None, Query(description="date (local midnight in tz) or RFC 3339 timestamp; inclusive; "
-                                                   "2000-01-01 to 2100-01-01", max_length=64)] = None,
-    end: Annotated[str | None, Query(description="date or timestamp; exclusive", max_length=64)] = None,
-    bucket: Annotated[str, Query(description="hour | day | month")] = "day",
+                                                   "2000-01-01 to 2100-01-01", max_length=64,
+                                       examples=["2026-11-01", "0001-01-01", "9999-12-30"])] = None,
+    end: Annotated[str | None, Query(description="date or timestamp; exclusive", max_length=64,
+                                     examples=["2026-12-01", "2101-01-01"])] = None,
+    bucket: Annotated[str, Query(description="hour | day | month", examples=["day", "month", "week"])] = "day",
     group_by: Annotated[str | None, Query(description="comma list of at most 8 of model, endpoint, api_key_id, "
-                                                      "account_id, tag:NAME")] = None,
-    tz: Annotated[str, Query(description="IANA time zone of the buckets")] = "UTC",
+                                                      "account_id, tag:NAME",
+                                          examples=["model", ",".join(f"tag:t{i}" for i in range(20))])] = None,
+    tz: Annotated[str, Query(description="IANA time zone of the buckets",
+                             examples=["UTC", "Asia/Kolkata", "America", "__pycache__"])] = "UTC",
     api_key_id: Annotated[str | None, Query(description="admin only; a key always sees itself")] = None,
 ) -> dict[str, Any]:
     with request.app.state.limiter.slot(principal):
         return service.usage(ctx, principal=principal, start=start, end=end, bucket=bucket, group_by=group_by,
                              tz=tz, api_key_id=api_key_id)
+
+
+@router.get("/v1/overview", summary="A period's spend, cost per token class, cache savings, top keys and models, "
+                                   "and the month's projection (every figure computed on the server)")
+def get_overview(
+    request: Request, principal: AdminOrKey, ctx: Ctx,
+    start: Annotated[str | None, Query(description="date or timestamp, inclusive (default: this month)",
+                                       max_length=64)] = None,
+    end: Annotated[str | None, Query(description="date or timestamp, exclusive (default: tomorrow)",
+                                     max_length=64)] = None,
+    tz: Annotated[str, Query(description="IANA time zone of the days")] = "UTC",
+    api_key_id: Annotated[str | None, Query(description="admin only; a key always sees itself")] = None,
+) -> dict[str, Any]:
+    with request.app.state.limiter.slot(principal):
+        return overview.overview(ctx, principal=principal, start=start, end=end, tz=tz, api_key_id=api_key_id)
 
 
 @router.get("/v1/unpriced", summary="Models with usage the rate card does not price")

@@ -288,6 +288,7 @@ def class_quantities_arrow(
     *,
     buckets: list[tuple[datetime, datetime]],
     account_id: str | None = None,
+    api_key_id: str | None = None,
 ) -> pa.Table:
     """Per bucket x account x key x model x rate version: the quantity of each billed class
     (`output` here excludes thinking, so the classes partition what was billed) and the
@@ -297,6 +298,9 @@ def class_quantities_arrow(
     if account_id is not None:
         account_filter = f"AND coalesce(k.account_id, '{UNASSIGNED}') = $account"
         params["account"] = account_id
+    if api_key_id is not None:
+        account_filter += " AND r.api_key_id = $key"
+        params["key"] = api_key_id
     sql = f"""
         SELECT b.idx AS bucket,
                coalesce(k.account_id, '{UNASSIGNED}') AS account_id,

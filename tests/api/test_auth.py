@@ -30,6 +30,8 @@ ROUTES = [
     ("GET", "/v1/usage", "/v1/usage", None, {"admin": 200, "key_a": 200, "key_b": 200}),
     ("GET", "/v1/usage", "/v1/usage?api_key_id=key-a", None, {"admin": 200, "key_a": 200}),
     ("GET", "/v1/usage", "/v1/usage?api_key_id=key-b", None, {"admin": 200, "key_b": 200}),
+    ("GET", "/v1/overview", "/v1/overview", None, {"admin": 200, "key_a": 200, "key_b": 200}),
+    ("GET", "/v1/overview", "/v1/overview?api_key_id=key-b", None, {"admin": 200, "key_b": 200}),
     ("GET", "/v1/keys", "/v1/keys", None, {"admin": 200}),
     ("POST", "/v1/keys", "/v1/keys", lambda: {"api_key_id": f"k-{next(_ids)}", "account_id": "a"}, {"admin": 201}),
     ("GET", "/v1/rates", "/v1/rates", None, {"admin": 200}),  # a key reads its own data, "nothing else"

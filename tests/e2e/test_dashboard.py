@@ -210,3 +210,26 @@ def test_the_rate_card_view_shows_each_model_and_its_prices_issue_11(page_for, s
         cells = section.locator("tbody tr").last.inner_text()
         assert f"{latest['input']['current']} / {latest['input']['list']}" in cells
         assert f"{latest['output']['current']} / {latest['output']['list']}" in cells
+
+
+def test_a_key_sees_a_wider_budget_only_as_exceeded_or_not_and_its_own_spend_issue_11(page_for, served):
+    page = page_for(KEY_SECRET)
+    show(page, "budgets", "Budgets")
+    wide = [b for b in api(served, "/v1/budgets")["data"] if "all" in b["scope"]]
+    assert wide
+    text = page.locator("main").inner_text()
+    for b in wide:
+        full = api(served, f"/v1/budgets/{b['id']}/status")
+        assert usd(full["spent"]) not in text and usd(full["amount"]) not in text
+        card = page.locator(f"[data-budget='{b['id']}']")
+        mine = api(served, f"/v1/budgets/{b['id']}/status", token=KEY_SECRET)
+        assert usd(mine["key_spent"]) in card.inner_text()
+    assert page.errors == []
+
+
+def test_the_overview_shows_the_apis_figures_for_cache_savings_and_projection_issue_12(page_for, served):
+    page = page_for(ADMIN)
+    show(page, "overview", "Overview")
+    ov = api(served, "/v1/overview")
+    assert page.locator("[data-figure=cache] .value").inner_text() == usd(ov["by_class"]["cache_savings"])
+    assert page.locator("[data-figure=projected] .value").inner_text() == usd(ov["projected_month_end"])

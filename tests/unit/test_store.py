@@ -88,3 +88,15 @@ def test_the_rollup_catches_up_in_the_background_and_after_a_crash(tmp_path, mon
         assert wait_for_watermark(s, 10) == 10
         with s.reading() as cur:
             assert cur.execute("SELECT sum(requests) FROM usage_rollup").fetchall()[0][0] == 6
+
+
+def test_a_read_past_its_time_limit_is_interrupted_with_a_query_timeout_issue_11(store):
+    import pytest
+
+    from metering.errors import QueryTimeout
+
+    with pytest.raises(QueryTimeout) as caught, store.reading(timeout=0.2) as cur:
+        cur.execute("SELECT count(*) FROM range(100000000000) t(i) WHERE i % 7 = 3").fetchall()  # minutes of work
+    assert caught.value.status == 429 and caught.value.retry_after >= 1
+    with store.reading(timeout=5) as cur:  # the store goes on
+        assert cur.execute("SELECT 1").fetchall() == [(1,)]
