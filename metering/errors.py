@@ -49,6 +49,11 @@ class PayloadTooLarge(MeteringError):
     status = 413
 
 
+class UnsupportedMediaType(MeteringError):
+    code = "unsupported_media_type"
+    status = 415
+
+
 class DatabaseLocked(MeteringError):
     code = "database_locked"
     status = 503

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio
@@ -15,6 +16,7 @@ from metering.ingest import MAX_BODY_BYTES, Parsed, decode_body, is_ndjson, pars
 from metering.pricing import usd_string
 from metering.records import ENDPOINTS, MAX_STRING, MAX_TAG_VALUE, MAX_TAGS, MAX_TOKENS, TOKEN_FIELDS
 from metering.store import queries
+from metering.store.db import Store
 from metering.timewindows import cut, default_range, parse_bound, zone
 
 router = APIRouter(tags=["usage"])
@@ -36,7 +38,7 @@ RECORD_SCHEMA: dict[str, Any] = {
 }
 
 
-async def _read_body(request: Request) -> bytes:
+async def read_body(request: Request) -> bytes:
     """The body, within the size limit and the time limit (a client trickling a body, by accident
     or on purpose, gets a 408 and its connection back, and holds nothing else up meanwhile)."""
     declared = request.headers.get("content-length")
@@ -67,19 +69,26 @@ async def _read_body(request: Request) -> bytes:
     }}},
 )
 async def post_usage(request: Request, _: Annotated[Principal, Depends(require(ADMIN, INGEST))]) -> JSONResponse:
-    store = request.app.state.store
-    body = await _read_body(request)
+    body = await read_body(request)
     ndjson = is_ndjson(request.headers.get("content-type"))
+    result = await ingest_items(request.app.state.store, lambda: decode_body(body, ndjson=ndjson),
+                                offload=len(body) > THREAD_BODY_BYTES)
+    return JSONResponse(result, status_code=422 if result["rejected"] else 200)
+
+
+async def ingest_items(store: Store, decode: Callable[[], list[Any]], *, offload: bool) -> dict[str, Any]:
+    """The ingest path of every route that takes usage (POST /v1/usage, POST /v1/traces): `decode()`
+    gives the body's items, which are checked (metering.ingest), stored through the one writer
+    (durable when this returns) and summed up as POST /v1/usage answers."""
 
     def parse() -> Parsed:
-        return parse_items(decode_body(body, ndjson=ndjson), now=store.clock())
+        return parse_items(decode(), now=store.clock())
 
     # A large body takes milliseconds to check: off the event loop, so other requests (reads, the
     # gateway's budget checks) are not held up behind it.
-    parsed = await anyio.to_thread.run_sync(parse) if len(body) > THREAD_BODY_BYTES else parse()
+    parsed = await anyio.to_thread.run_sync(parse) if offload else parse()
     outcomes = await asyncio.wrap_future(store.writer.submit_ingest(parsed.batch)) if parsed.count else []
-    result = summarize(parsed, outcomes)
-    return JSONResponse(result, status_code=422 if result["rejected"] else 200)
+    return summarize(parsed, outcomes)
 
 
 def _money(row_cost: int, row_list: int) -> dict[str, str]:
