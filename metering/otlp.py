@@ -29,8 +29,9 @@ A body that is not an OTLP trace export raises BadRequest.
 
 from __future__ import annotations
 
-import base64
+import math
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,7 +44,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from metering.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -157,45 +157,101 @@ def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
     return bytes(out)
 
 
-def decode_request(body: bytes, media: str) -> ExportTraceServiceRequest:
-    """The ExportTraceServiceRequest in a (decompressed) body; BadRequest when it is not one."""
+# --- the spans of a request, in one form for both encodings ------------------------------------------
+
+
+class Other:
+    """An attribute value of a kind no rule reads as a scalar: array, kvlist, bytes, or empty."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class SpanData:
+    """What the mapping reads of a span. Ids in lower-case hex ('' when absent); attribute values
+    as Python scalars (str, int, float, bool) or Other."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    end_time_unix_nano: int
+    attributes: dict[str, Any]
+
+
+Resources = Iterable[tuple[dict[str, Any], Iterable[SpanData]]]  # each resource's attributes and spans
+
+
+def decode_protobuf(body: bytes) -> Resources:
     message = ExportTraceServiceRequest()
-    if media == PROTOBUF:
-        try:
-            message.ParseFromString(body)
-        except DecodeError as exc:
-            raise BadRequest(f"the body is not an OTLP ExportTraceServiceRequest in protobuf ({exc})") from None
-        return message
+    try:
+        message.ParseFromString(body)
+    except DecodeError as exc:
+        raise BadRequest(f"the body is not an OTLP ExportTraceServiceRequest in protobuf ({exc})") from None
+    return protobuf_spans(message)
+
+
+def protobuf_spans(message: ExportTraceServiceRequest) -> Resources:
+    for resource_spans in message.resource_spans:
+        spans = (SpanData(span.trace_id.hex(), span.span_id.hex(), span.name, span.end_time_unix_nano,
+                          _pb_attributes(span.attributes))
+                 for scope_spans in resource_spans.scope_spans for span in scope_spans.spans)
+        yield _pb_attributes(resource_spans.resource.attributes), spans
+
+
+_SCALARS = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+
+
+def _pb_attributes(pairs: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in pairs:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        out[kv.key] = getattr(value, kind) if kind in _SCALARS else Other(kind or "empty")
+    return out
+
+
+def decode_json(body: bytes) -> Resources:
+    """OTLP/JSON: protobuf's JSON mapping with ids in hex and enums as integers; unknown fields
+    are ignored. Read directly (protobuf's json_format is pure Python and six times slower), and
+    eagerly, so that a malformed body is refused whole before anything is stored."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object: an OTLP ExportTraceServiceRequest ({\"resourceSpans\": [...]})")
-    _hex_ids_to_base64(data)
-    try:
-        json_format.ParseDict(data, message, ignore_unknown_fields=True)
-    except json_format.ParseError as exc:
-        raise BadRequest(f"the body is not an OTLP ExportTraceServiceRequest in JSON: {exc}") from None
-    return message
+    out = []
+    for r, resource_spans in enumerate(_json_list(data, "resourceSpans", "")):
+        path = f"resourceSpans[{r}]"
+        resource = _json_object(resource_spans, "resource", path)
+        spans = []
+        for s, scope_spans in enumerate(_json_list(resource_spans, "scopeSpans", path)):
+            for i, span in enumerate(_json_list(scope_spans, "spans", f"{path}.scopeSpans[{s}]")):
+                where = f"{path}.scopeSpans[{s}].spans[{i}]"
+                spans.append(SpanData(_json_id(span, "traceId", where), _json_id(span, "spanId", where),
+                                      _json_string(span, "name", where), _json_uint64(span, "endTimeUnixNano", where),
+                                      _json_attributes(span, where)))
+        out.append((_json_attributes(resource, f"{path}.resource"), spans))
+    return out
 
 
-def _hex_ids_to_base64(data: dict[str, Any]) -> None:
-    """OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping (json_format)
-    expects base64 for bytes: rewrite them in place, naming the first one that is not hex."""
-    for r, resource_spans in enumerate(_list(data, "resourceSpans", "")):
-        for s, scope_spans in enumerate(_list(resource_spans, "scopeSpans", f"resourceSpans[{r}]")):
-            path = f"resourceSpans[{r}].scopeSpans[{s}]"
-            for i, span in enumerate(_list(scope_spans, "spans", path)):
-                _rewrite(span, ("traceId", "spanId", "parentSpanId"), f"{path}.spans[{i}]")
-                for j, link in enumerate(_list(span, "links", f"{path}.spans[{i}]")):
-                    _rewrite(link, ("traceId", "spanId"), f"{path}.spans[{i}].links[{j}]")
+def _snake(key: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
 
 
-def _list(obj: Any, key: str, path: str) -> list[Any]:
+def _json_get(obj: Any, key: str, path: str) -> Any:
+    """A field by its lowerCamelCase name (the specification's), or its proto name as some senders write it."""
     if not isinstance(obj, dict):
         raise BadRequest(f"{path or 'the body'} must be a JSON object")
     value = obj.get(key)
+    return obj.get(_snake(key)) if value is None else value
+
+
+def _json_list(obj: Any, key: str, path: str) -> list[Any]:
+    value = _json_get(obj, key, path)
     if value is None:
         return []
     if not isinstance(value, list):
@@ -203,20 +259,96 @@ def _list(obj: Any, key: str, path: str) -> list[Any]:
     return value
 
 
-def _rewrite(obj: Any, keys: tuple[str, ...], path: str) -> None:
-    if not isinstance(obj, dict):
-        raise BadRequest(f"{path} must be a JSON object")
-    for key in keys:
-        value = obj.get(key)
-        if value is None or value == "":
+def _json_object(obj: Any, key: str, path: str) -> dict[str, Any]:
+    value = _json_get(obj, key, path)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{path}.{key} must be a JSON object")
+    return value
+
+
+def _json_string(obj: Any, key: str, path: str) -> str:
+    value = _json_get(obj, key, path)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{path}.{key} must be a string")
+    return value
+
+
+def _json_id(obj: Any, key: str, path: str) -> str:
+    value = _json_get(obj, key, path)
+    if value is None or value == "":
+        return ""
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return bytes.fromhex(value).hex()
+    except ValueError:
+        raise BadRequest(f"{path}.{key} must be a hex string (OTLP/JSON encodes trace and span ids as hex, "
+                         f"not base64), got {str(value)[:60]!r}") from None
+
+
+def _json_uint64(obj: Any, key: str, path: str) -> int:
+    """A fixed64: a decimal string (as OTLP/JSON writes 64-bit integers) or a number."""
+    value = _json_get(obj, key, path)
+    number = _json_int(value)
+    if value is not None and (number is None or not 0 <= number < 2**64):
+        raise BadRequest(f"{path}.{key} must be an unsigned 64-bit integer, got {str(value)[:40]!r}")
+    return number or 0
+
+
+def _json_int(value: Any) -> int | None:
+    if type(value) is int:
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+_JSON_SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _json_attributes(obj: Any, path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for j, kv in enumerate(_json_list(obj, "attributes", path)):
+        where = f"{path}.attributes[{j}]"
+        key = _json_get(kv, "key", where)
+        if not isinstance(key, str):
+            raise BadRequest(f"{where}.key must be a string")
+        out[key] = _json_value(_json_object(kv, "value", where), f"{where}.value")
+    return out
+
+
+def _json_value(value: dict[str, Any], path: str) -> Any:
+    for name, item in value.items():
+        if item is None:
             continue
-        try:
-            if not isinstance(value, str):
-                raise ValueError
-            obj[key] = base64.b64encode(bytes.fromhex(value)).decode()
-        except ValueError:
-            raise BadRequest(f"{path}.{key} must be a hex string (OTLP/JSON encodes trace and span ids as hex, "
-                             f"not base64), got {str(value)[:60]!r}") from None
+        if name in ("stringValue", "string_value"):
+            if not isinstance(item, str):
+                raise BadRequest(f"{path}.stringValue must be a string")
+            return item
+        if name in ("intValue", "int_value"):
+            number = _json_int(item)
+            if number is None or not -(2**63) <= number < 2**63:
+                raise BadRequest(f"{path}.intValue must be a 64-bit integer, got {str(item)[:40]!r}")
+            return number
+        if name in ("doubleValue", "double_value"):
+            if isinstance(item, str) and item in _JSON_SPECIAL:
+                return _JSON_SPECIAL[item]
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                raise BadRequest(f"{path}.doubleValue must be a number, got {str(item)[:40]!r}")
+            return float(item)
+        if name in ("boolValue", "bool_value"):
+            if not isinstance(item, bool):
+                raise BadRequest(f"{path}.boolValue must be true or false")
+            return item
+        if name in ("arrayValue", "array_value", "kvlistValue", "kvlist_value", "bytesValue", "bytes_value"):
+            return Other(_snake(name))
+    return Other("empty")
 
 
 # --- spans -> records ----------------------------------------------------------------------------
@@ -227,47 +359,63 @@ def convert(body: bytes, *, content_type: str | None, content_encoding: str | No
     """A request body as it arrived -> its records and rejected spans (at most `max_records` usage
     spans, and `limit` bytes decompressed, as POST /v1/usage allows)."""
     media = media_type(content_type)
-    converted = spans_to_records(decode_request(decompress(body, content_encoding, limit=limit), media))
+    body = decompress(body, content_encoding, limit=limit)
+    converted = collect(decode_protobuf(body) if media == PROTOBUF else decode_json(body))
     if len(converted.records) + len(converted.rejected) > max_records:
         raise PayloadTooLarge(f"the body holds {len(converted.records) + len(converted.rejected)} spans with usage; "
                               f"at most {max_records} per request")
     return converted
 
 
-def spans_to_records(request: ExportTraceServiceRequest) -> Converted:
+def spans_to_records(message: ExportTraceServiceRequest) -> Converted:
+    return collect(protobuf_spans(message))
+
+
+def collect(resources: Resources) -> Converted:
     out = Converted()
-    for resource_spans in request.resource_spans:
-        resource = _attributes(resource_spans.resource.attributes)
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                out.spans += 1
-                attributes = _attributes(span.attributes)
-                if not any(key.startswith(USAGE_PREFIX) for key in attributes):
-                    continue
-                ref = SpanRef(span.trace_id.hex(), span.span_id.hex(), span.name)
-                try:
-                    out.records.append(span_record(span, attributes, resource))
-                except SpanRejected as exc:
-                    out.rejected.append((ref, str(exc)))
-                    continue
-                out.sources.append(ref)
+    for resource, spans in resources:
+        defaults = _Defaults.of(resource)
+        for span in spans:
+            out.spans += 1
+            if not any(key.startswith(USAGE_PREFIX) for key in span.attributes):
+                continue
+            ref = SpanRef(span.trace_id, span.span_id, span.name)
+            try:
+                out.records.append(span_record(span, defaults))
+            except SpanRejected as exc:
+                out.rejected.append((ref, str(exc)))
+                continue
+            out.sources.append(ref)
     return out
 
 
-def _attributes(pairs: Any) -> dict[str, AnyValue]:
-    return {kv.key: kv.value for kv in pairs}
+@dataclass(frozen=True, slots=True)
+class _Defaults:
+    """What a resource gives each of its spans: the api key and tags, read once a resource."""
+
+    api_key: Any
+    derived_tags: dict[str, str]
+    tags: dict[str, Any]  # metering.tag.* attributes, unchecked
+
+    @classmethod
+    def of(cls, resource: dict[str, Any]) -> _Defaults:
+        derived = {name: value for name, keys in TAG_SOURCES.items()
+                   if (value := _string(resource, *keys)) is not None}
+        return cls(resource.get(API_KEY), derived,
+                   {key[len(TAG_PREFIX):]: value for key, value in resource.items() if key.startswith(TAG_PREFIX)})
 
 
-def span_record(span: Any, attributes: dict[str, AnyValue], resource: dict[str, AnyValue]) -> dict[str, Any]:
+def span_record(span: SpanData, defaults: _Defaults) -> dict[str, Any]:
     """One usage span -> a canonical record (checked here only for what the span alone can tell)."""
-    api_key = _first(attributes, API_KEY)
+    attributes = span.attributes
+    api_key = attributes.get(API_KEY)
+    model = _first(attributes, "gen_ai.response.model", "gen_ai.request.model")
     record: dict[str, Any] = {
         "request_id": _string(attributes, "gen_ai.response.id") or _span_key(span),
         "occurred_at": _end_time(span.end_time_unix_nano),
-        "api_key_id": _required_string(API_KEY, api_key if api_key is not None else _first(resource, API_KEY),
+        "api_key_id": _required_string(API_KEY, api_key if api_key is not None else defaults.api_key,
                                        "on the span or its resource: the service cannot tell whose usage it is"),
-        "model": _required_string("gen_ai.response.model", _first(attributes, "gen_ai.response.model",
-                                                                  "gen_ai.request.model"), "nor gen_ai.request.model"),
+        "model": _required_string("gen_ai.response.model", model, "nor gen_ai.request.model"),
         "input_tokens": _count(attributes, INPUT, required=True),
         "cached_tokens": _count(attributes, (CACHE_READ,)) or 0,
         "cache_write_tokens": _count(attributes, (CACHE_WRITE,)) or 0,
@@ -277,17 +425,20 @@ def span_record(span: Any, attributes: dict[str, AnyValue], resource: dict[str, 
     endpoint = _endpoint(attributes)
     if endpoint:
         record["endpoint"] = endpoint
-    tags = _tags(attributes, resource)
+    tags = _tags(attributes, defaults)
     if tags:
         record["tags"] = tags
     return record
 
 
-def _kind(value: AnyValue) -> str:
-    return value.WhichOneof("value") or "empty"
+def _describe(value: Any) -> str:
+    if isinstance(value, Other):
+        return value.kind
+    kind = {str: "string", bool: "boolean", int: "integer", float: "double"}.get(type(value), type(value).__name__)
+    return f"{kind} {value!r}"[:60]
 
 
-def _first(attributes: dict[str, AnyValue], *keys: str) -> AnyValue | None:
+def _first(attributes: dict[str, Any], *keys: str) -> Any:
     for key in keys:
         value = attributes.get(key)
         if value is not None:
@@ -295,50 +446,45 @@ def _first(attributes: dict[str, AnyValue], *keys: str) -> AnyValue | None:
     return None
 
 
-def _string(attributes: dict[str, AnyValue], *keys: str) -> str | None:
+def _string(attributes: dict[str, Any], *keys: str) -> str | None:
     """The first of `keys` holding a non-empty string."""
     for key in keys:
         value = attributes.get(key)
-        if value is not None and _kind(value) == "string_value" and value.string_value:
-            return value.string_value
+        if value and type(value) is str:
+            return value
     return None
 
 
-def _required_string(key: str, value: AnyValue | None, missing: str) -> str:
+def _required_string(key: str, value: Any, missing: str) -> str:
     if value is None:
         raise SpanRejected(f"no {key} attribute {missing}")
-    if _kind(value) != "string_value":
-        raise SpanRejected(f"{key} must be a string attribute, got {_kind(value)} {_show(value)}")
-    return value.string_value
+    if type(value) is not str:
+        raise SpanRejected(f"{key} must be a string attribute, got {_describe(value)}")
+    return value
 
 
-def _count(attributes: dict[str, AnyValue], keys: tuple[str, ...], *, required: bool = False) -> int | None:
+def _count(attributes: dict[str, Any], keys: tuple[str, ...], *, required: bool = False) -> int | None:
     for key in keys:
         value = attributes.get(key)
         if value is None:
             continue
-        kind = _kind(value)
-        if kind == "int_value":
-            return value.int_value
+        if type(value) is int:
+            return value
         # Some SDKs (JavaScript) hold every number as a double: a whole one is a count.
-        if kind == "double_value" and value.double_value.is_integer():
-            return int(value.double_value)
-        raise SpanRejected(f"{key} must be an integer attribute, got {kind} {_show(value)}")
+        if type(value) is float and value.is_integer():
+            return int(value)
+        raise SpanRejected(f"{key} must be an integer attribute, got {_describe(value)}")
     if required:
         raise SpanRejected(f"the span has {USAGE_PREFIX}* attributes but no {keys[0]}")
     return None
 
 
-def _show(value: AnyValue) -> str:
-    return repr(getattr(value, _kind(value), None))[:40]
-
-
-def _span_key(span: Any) -> str:
+def _span_key(span: SpanData) -> str:
     trace_id, span_id = span.trace_id, span.span_id
-    if len(trace_id) != 16 or len(span_id) != 8 or not any(trace_id) or not any(span_id):
+    if len(trace_id) != 32 or len(span_id) != 16 or not trace_id.strip("0") or not span_id.strip("0"):
         raise SpanRejected("no gen_ai.response.id attribute, and the span has no valid trace id and span id "
                            "to name the request by")
-    return f"{trace_id.hex()}-{span_id.hex()}"
+    return f"{trace_id}-{span_id}"
 
 
 def _end_time(nanos: int) -> str:
@@ -351,8 +497,8 @@ def _end_time(nanos: int) -> str:
     return at.isoformat().replace("+00:00", "Z")
 
 
-def _endpoint(attributes: dict[str, AnyValue]) -> str | None:
-    if _string(attributes, "gen_ai.operation.name") != "chat":
+def _endpoint(attributes: dict[str, Any]) -> str | None:
+    if attributes.get("gen_ai.operation.name") != "chat":
         return None
     api = _string(attributes, "openai.api.type")
     if api == "responses":
@@ -362,28 +508,28 @@ def _endpoint(attributes: dict[str, AnyValue]) -> str | None:
     return "chat.completions"
 
 
-def _tags(attributes: dict[str, AnyValue], resource: dict[str, AnyValue]) -> dict[str, str]:
+def _tags(attributes: dict[str, Any], defaults: _Defaults) -> dict[str, str]:
     tags: dict[str, str] = {}
     for name, keys in TAG_SOURCES.items():
-        value = _string(attributes, *keys) or _string(resource, *keys)
+        value = _string(attributes, *keys) or defaults.derived_tags.get(name)
         if value is not None and len(value) <= _MAX_TAG_VALUE:
             tags[name] = value
-    for source in (resource, attributes):  # the span's own tags win over its resource's
-        for key, value in source.items():
-            if key.startswith(TAG_PREFIX):
-                tags[key[len(TAG_PREFIX):]] = _tag_value(key, value)
+    for name, value in defaults.tags.items():
+        tags[name] = _tag_value(TAG_PREFIX + name, value)
+    for key, value in attributes.items():  # the span's own tags win over its resource's
+        if key.startswith(TAG_PREFIX):
+            tags[key[len(TAG_PREFIX):]] = _tag_value(key, value)
     return tags
 
 
-def _tag_value(key: str, value: AnyValue) -> str:
-    kind = _kind(value)
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return "true" if value.bool_value else "false"
-    if kind in ("int_value", "double_value"):
-        return str(getattr(value, kind))
-    raise SpanRejected(f"{key} must be a string attribute, got {kind}")
+def _tag_value(key: str, value: Any) -> str:
+    if type(value) is str:
+        return value
+    if type(value) is bool:
+        return "true" if value else "false"
+    if type(value) in (int, float):
+        return str(value)
+    raise SpanRejected(f"{key} must be a string attribute, got {_describe(value)}")
 
 
 # --- the response --------------------------------------------------------------------------------

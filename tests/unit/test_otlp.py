@@ -276,6 +276,56 @@ def test_otlp_json_and_protobuf_of_one_request_give_the_same_records():
         convert(message.SerializeToString()).records
 
 
+def test_otlp_json_field_names_in_proto_spelling_and_numbers_as_numbers_are_read_too():
+    body = {"resource_spans": [{"resource": {"attributes": [
+        {"key": "metering.api_key_id", "value": {"string_value": "key-a"}}]}, "scope_spans": [{"spans": [{
+            "trace_id": "5b8efff798038103d269b633813fc60c", "span_id": "eee19b7ec3c1b174",
+            "end_time_unix_nano": 1764064800123456789, "attributes": [
+                {"key": "gen_ai.request.model", "value": {"string_value": "m"}},
+                {"key": "gen_ai.usage.input_tokens", "value": {"int_value": 10}},
+                {"key": "gen_ai.usage.output_tokens", "value": {"doubleValue": 4.0}}]}]}]}]}
+    rec = convert(orjson.dumps(body), content_type="application/json").records[0]
+    assert (rec["request_id"], rec["occurred_at"], rec["input_tokens"], rec["output_tokens"]) == (
+        "5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174", "2025-11-25T10:00:00.123456Z", 10, 4)
+
+
+def json_span(*attributes: dict) -> bytes:
+    return orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+        "endTimeUnixNano": "1764064800000000000", "attributes": [
+            {"key": "metering.api_key_id", "value": {"stringValue": "key-a"}},
+            {"key": "gen_ai.request.model", "value": {"stringValue": "m"}}, *attributes]}]}]}]})
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ({"doubleValue": "NaN"}, "got double nan"),
+    ({"doubleValue": 2.5}, "got double 2.5"),
+    ({"stringValue": "7"}, "got string '7'"),
+    ({"arrayValue": {"values": [{"intValue": "7"}]}}, "got array_value"),
+    ({}, "got empty"),
+])
+def test_an_otlp_json_value_that_is_not_a_count_rejects_the_span(value, words):
+    converted = convert(json_span({"key": "gen_ai.usage.input_tokens", "value": value},
+                                  {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "1"}}),
+                        content_type="application/json")
+    assert converted.records == [] and "gen_ai.usage.input_tokens must be an integer" in converted.rejected[0][1]
+    assert words in converted.rejected[0][1]
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ({"intValue": "ten"}, "intValue must be a 64-bit integer"),
+    ({"intValue": str(2**63)}, "intValue must be a 64-bit integer"),
+    ({"stringValue": 5}, "stringValue must be a string"),
+    ({"boolValue": "yes"}, "boolValue must be true or false"),
+    ({"doubleValue": "1.5"}, "doubleValue must be a number"),
+])
+def test_an_otlp_json_value_of_the_wrong_json_type_is_a_bad_request_naming_where(value, words):
+    with pytest.raises(BadRequest, match=r"resourceSpans\[0\]\.scopeSpans\[0\]\.spans\[0\]\.attributes\[2\]"):
+        convert(json_span({"key": "x", "value": value}), content_type="application/json")
+    with pytest.raises(BadRequest, match=words):
+        convert(json_span({"key": "x", "value": value}), content_type="application/json")
+
+
 def test_base64_ids_are_refused_naming_the_field_and_the_rule():
     body = orjson.loads(orjson.dumps(HAND_WRITTEN))
     body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = "W47/95gDgQPSabYzgT/GDA=="
