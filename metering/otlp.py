@@ -46,6 +46,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from metering.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from metering.records import MAX_TAG_VALUE
 
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
 _MEDIA_TYPES = {"application/x-protobuf": PROTOBUF, "application/protobuf": PROTOBUF, "application/json": JSON}
@@ -67,7 +68,6 @@ TAG_SOURCES = {
     "agent": ("gen_ai.agent.name",),
     "conversation": ("gen_ai.conversation.id",),
 }
-_MAX_TAG_VALUE = 256
 # Where each record field comes from, to word a record error in the span's terms.
 FIELD_SOURCES = {
     "request_id": "gen_ai.response.id", "occurred_at": "end_time_unix_nano", "api_key_id": API_KEY,
@@ -108,7 +108,7 @@ class Converted:
 
 
 class SpanRejected(Exception):
-    pass
+    """A usage span no record can be made of; the message says why, in the span's terms."""
 
 
 # --- the body ----------------------------------------------------------------------------------
@@ -512,7 +512,7 @@ def _tags(attributes: dict[str, Any], defaults: _Defaults) -> dict[str, str]:
     tags: dict[str, str] = {}
     for name, keys in TAG_SOURCES.items():
         value = _string(attributes, *keys) or defaults.derived_tags.get(name)
-        if value is not None and len(value) <= _MAX_TAG_VALUE:
+        if value is not None and len(value) <= MAX_TAG_VALUE:
             tags[name] = value
     for name, value in defaults.tags.items():
         tags[name] = _tag_value(TAG_PREFIX + name, value)
