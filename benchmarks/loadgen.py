@@ -15,9 +15,9 @@ from concurrent.futures import ProcessPoolExecutor
 from urllib.parse import urlsplit
 
 
-def _request(method: str, host: str, path: str, token: str, body: bytes) -> bytes:
+def _request(method: str, host: str, path: str, token: str, body: bytes, content_type: str = "application/json") -> bytes:
     head = (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
 
 
@@ -41,11 +41,12 @@ async def _connection(host: str, port: int, requests: list[bytes], latencies: li
         writer.close()
 
 
-def _process(url: str, method: str, path: str, token: str, bodies: list[bytes], connections: int) -> list[float]:
+def _process(url: str, method: str, path: str, token: str, bodies: list[bytes], connections: int,
+             content_type: str = "application/json") -> list[float]:
     import uvloop
 
     parts = urlsplit(url)
-    requests = [_request(method, parts.netloc, path, token, body) for body in bodies]
+    requests = [_request(method, parts.netloc, path, token, body, content_type) for body in bodies]
     latencies: list[float] = []
 
     async def main() -> None:
@@ -57,7 +58,7 @@ def _process(url: str, method: str, path: str, token: str, bodies: list[bytes], 
 
 
 def load(url: str, method: str, path: str, token: str, bodies: list[bytes], *, connections: int,
-         processes: int = 2) -> tuple[float, list[float]]:
+         processes: int = 2, content_type: str = "application/json") -> tuple[float, list[float]]:
     """(seconds from the first request to the last response, every request's latency)"""
     processes = max(1, min(processes, connections))
     per_process = max(1, connections // processes)
@@ -66,7 +67,7 @@ def load(url: str, method: str, path: str, token: str, bodies: list[bytes], *, c
         started = time.perf_counter()
         parts = list(pool.map(_process, [url] * processes, [method] * processes, [path] * processes,
                               [token] * processes, [bodies[i::processes] for i in range(processes)],
-                              [per_process] * processes))
+                              [per_process] * processes, [content_type] * processes))
         elapsed = time.perf_counter() - started
     return elapsed, [x for part in parts for x in part]
 

@@ -65,6 +65,11 @@ class QueryTimeout(TooManyRequests):
     code = "query_timeout"
 
 
+class UnsupportedMediaType(MeteringError):
+    code = "unsupported_media_type"
+    status = 415
+
+
 class DatabaseLocked(MeteringError):
     code = "database_locked"
     status = 503

@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "metering"
 LAYERS = ("base", "domain", "store", "services", "entry")
-DOMAIN = {"records", "batch", "tokenclasses", "ratecard", "pricing", "timewindows", "budgets", "webhook_urls",
+DOMAIN = {"records", "batch", "tokenclasses", "ratecard", "pricing", "timewindows", "budgets", "webhook_urls", "otlp",
           "signing", "access"}
 
 

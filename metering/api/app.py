@@ -14,7 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering import __version__
-from metering.api import budgets, errors, keys, rates, reports, usage
+from metering.api import budgets, docs, errors, keys, rates, reports, traces, usage
 from metering.api.auth import TokenCheck
 from metering.api.deps import AnyRole
 from metering.api.limits import ReadLimiter
@@ -84,6 +84,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         summary="Usage metering and cost analytics for LLM APIs",
         lifespan=lifespan,
         responses=errors.ERROR_RESPONSES,
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN: metering.api.docs serves them instead
+        redoc_url=None,
     )
     errors.install(app)
 
@@ -105,8 +107,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")
 
     app.include_router(usage.router)
+    app.include_router(traces.router)
     app.include_router(keys.router)
     app.include_router(rates.router)
     app.include_router(reports.router)
     app.include_router(budgets.router)
+    app.include_router(docs.router)
     return app

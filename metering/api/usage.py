@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio
@@ -16,6 +17,7 @@ from metering.errors import PayloadTooLarge, RequestTimeout
 from metering.records import ENDPOINTS, MAX_STRING, MAX_TAG_VALUE, MAX_TAGS, MAX_TOKENS, TOKEN_FIELDS
 from metering.services import ingest, overview
 from metering.services import usage as service
+from metering.services.context import Context
 from metering.services.ingest import MAX_BODY_BYTES, Parsed, decode_body, is_ndjson, summarize
 
 router = APIRouter(tags=["usage"])
@@ -37,7 +39,7 @@ RECORD_SCHEMA: dict[str, Any] = {
 }
 
 
-async def _read_body(request: Request) -> bytes:
+async def read_body(request: Request) -> bytes:
     """The body, within the size limit and the time limit (a client trickling a body, by accident
     or on purpose, gets a 408 and its connection back, and holds nothing else up meanwhile)."""
     declared = request.headers.get("content-length")
@@ -69,18 +71,25 @@ async def _read_body(request: Request) -> bytes:
 )
 async def post_usage(request: Request, _: Annotated[Principal, Depends(require(ADMIN, INGEST))],
                      ctx: Ctx) -> JSONResponse:
-    body = await _read_body(request)
+    body = await read_body(request)
     ndjson = is_ndjson(request.headers.get("content-type"))
+    result = await ingest_items(ctx, lambda: decode_body(body, ndjson=ndjson), offload=len(body) > THREAD_BODY_BYTES)
+    return JSONResponse(result, status_code=422 if result["rejected"] else 200)
+
+
+async def ingest_items(ctx: Context, decode: Callable[[], list[Any]], *, offload: bool) -> dict[str, Any]:
+    """The ingest path of every route that takes usage (POST /v1/usage, POST /v1/traces): `decode()`
+    gives the body's items, which are checked and priced (services.ingest), stored through the one
+    writer (durable when this returns) and summed up as POST /v1/usage answers."""
 
     def prepare() -> Parsed:
-        return ingest.prepare(ctx, decode_body(body, ndjson=ndjson))
+        return ingest.prepare(ctx, decode())
 
     # A large body takes milliseconds to check: off the event loop, so other requests (reads, the
     # gateway's budget checks) are not held up behind it.
-    parsed = await anyio.to_thread.run_sync(prepare) if len(body) > THREAD_BODY_BYTES else prepare()
+    parsed = await anyio.to_thread.run_sync(prepare) if offload else prepare()
     outcomes = await asyncio.wrap_future(ingest.submit(ctx, parsed)) if parsed.count else []
-    result = summarize(parsed, outcomes)
-    return JSONResponse(result, status_code=422 if result["rejected"] else 200)
+    return summarize(parsed, outcomes)
 
 
 @router.get("/v1/usage", summary="Usage and cost per time bucket and group")

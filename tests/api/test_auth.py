@@ -27,6 +27,7 @@ ROUTES = [
     ("GET", "/healthz", "/healthz", None, ALL),
     ("GET", "/v1/me", "/v1/me", None, {"admin": 200, "ingest": 200, "key_a": 200, "key_b": 200}),
     ("POST", "/v1/usage", "/v1/usage", lambda: record(f"auth-{next(_ids)}"), {"admin": 200, "ingest": 200}),
+    ("POST", "/v1/traces", "/v1/traces", lambda: {"resourceSpans": []}, {"admin": 200, "ingest": 200}),
     ("GET", "/v1/usage", "/v1/usage", None, {"admin": 200, "key_a": 200, "key_b": 200}),
     ("GET", "/v1/usage", "/v1/usage?api_key_id=key-a", None, {"admin": 200, "key_a": 200}),
     ("GET", "/v1/usage", "/v1/usage?api_key_id=key-b", None, {"admin": 200, "key_b": 200}),
