@@ -170,6 +170,11 @@ class UsageClient:
         return self._error
 
     @property
+    def url(self) -> str:
+        """The service's base URL."""
+        return self._api.url
+
+    @property
     def durable(self) -> bool:
         """True with a spool: `send` returned means the record is on disk."""
         return self._buffer.durable

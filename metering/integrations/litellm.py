@@ -23,8 +23,12 @@ The record (see `usage_record`):
   LiteLLM provider (`openai/minimax-m2-7` -> `minimax-m2-7`, `anthropic/claude-x` -> `claude-x`);
   other slashes stay (`meta-llama/Llama-3-8b` keeps its organisation). The response's model (often
   a dated snapshot) is not used: the gateway's rate card prices what it sells.
-- endpoint and usage: the native usage object exactly as LiteLLM returns it: `chat.completions` for
-  (text) completions, `responses` for the Responses API, `messages` for Anthropic Messages.
+- endpoint and usage: the native usage object exactly as LiteLLM hands it to callbacks, and the
+  endpoint naming its shape: `chat.completions` (`prompt_tokens`...: what LiteLLM logs for chat
+  and text completions, and also for Responses and Anthropic Messages calls, which it converts),
+  `responses` (`input_tokens` with `input_tokens_details`), `messages` (Anthropic's `input_tokens`,
+  which excludes cache reads and writes). Only LLM calls are reported (completion, text completion,
+  responses, Anthropic messages); embeddings, images, audio and the rest are not.
 - api_key_id: the proxy's key alias, else its key hash (`user_api_key_alias`, `user_api_key_hash`
   in LiteLLM's metadata; an SDK caller can pass them in `metadata=`), else `default_api_key_id`.
 - tags (at most 20, string values cut to 256 characters): `project`, `team`, `org`, `user`,
@@ -54,12 +58,8 @@ from metering.settings import GatewaySettings
 log = logging.getLogger("metering.integrations.litellm")
 
 DEFAULT_API_KEY_ID = "litellm"
-ENDPOINTS = {
-    "completion": "chat.completions", "acompletion": "chat.completions",
-    "text_completion": "chat.completions", "atext_completion": "chat.completions",
-    "responses": "responses", "aresponses": "responses",
-    "anthropic_messages": "messages", "aanthropic_messages": "messages",
-}
+CALL_TYPES = frozenset({"completion", "acompletion", "text_completion", "atext_completion", "responses", "aresponses",
+                        "anthropic_messages", "aanthropic_messages"})
 PROVIDERS = frozenset(str(getattr(p, "value", p)) for p in provider_list)
 # metadata field(s) -> tag name, in order of precedence; fixed tags come before spend_logs_metadata
 TAG_SOURCES = (
@@ -92,6 +92,15 @@ def model_name(model: str, provider: str | None = None) -> str:
     if sep and rest and (head == provider or head in PROVIDERS):
         return rest
     return model
+
+
+def usage_shape(usage: Mapping[str, Any]) -> str:
+    """The endpoint whose usage shape this is (CONTRACT.md, native form)."""
+    if "prompt_tokens" in usage:
+        return "chat.completions"
+    if "input_tokens_details" in usage:
+        return "responses"
+    return "messages"  # Anthropic: input_tokens beside cache_read_input_tokens / cache_creation_input_tokens
 
 
 def _occurred_at(logging_object: Mapping[str, Any], end_time: Any) -> str:
@@ -138,12 +147,12 @@ def usage_record(kwargs: Mapping[str, Any], response_obj: Any, end_time: Any = N
     if kwargs.get("cache_hit") or logging_object.get("cache_hit"):
         return None
     call_type = str(kwargs.get("call_type") or logging_object.get("call_type") or "")
-    endpoint = ENDPOINTS.get(call_type)
     usage = _get(response_obj, "usage")
-    if endpoint is None or usage is None:
+    if call_type not in CALL_TYPES or usage is None:
         log.debug("litellm call %r (%s) has no token usage to report", call_type, type(response_obj).__name__)
         return None
     usage = _plain(usage)
+    endpoint = usage_shape(usage)
     metadata = logging_object.get("metadata") or (kwargs.get("litellm_params") or {}).get("metadata") or {}
     request_id = _get(response_obj, "id") or logging_object.get("id") or kwargs.get("litellm_call_id")
     model = logging_object.get("model_group") or kwargs.get("model") or logging_object.get("model")
@@ -180,6 +189,8 @@ class MeteringCallback(CustomLogger):
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self.default_api_key_id = default_api_key_id
+        # LiteLLM keeps one callback per class and public attributes: callbacks to different services differ.
+        self.service_url = client.url if client is not None else settings.url  # type: ignore[union-attr]
 
     @property
     def client(self) -> UsageClient:

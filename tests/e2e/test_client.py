@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -18,17 +19,34 @@ import orjson
 import pytest
 
 from metering.client import ClientError, UsageClient
-from tests.conftest import ADMIN, INGEST, auth, free_port, generate_records, record
+from tests.conftest import ADMIN, INGEST, Server, auth, free_port, generate_records, record
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[2]
 FAST = {"flush_interval": 0.05, "backoff_base": 0.05, "backoff_cap": 0.5}  # retries within a second
 
 
-def ledger(url: str) -> tuple[int, int]:
-    """(records stored, their input tokens) over every bucket the tests write."""
-    r = httpx.get(f"{url}/v1/usage", params={"start": "2026-01-01", "end": "2027-01-01", "bucket": "month"},
-                  headers=auth(ADMIN), timeout=30)
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One server for the tests that do not stop or start it; each test writes under its own key."""
+    server = Server(tmp_path_factory.mktemp("client") / "shared.duckdb").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def key() -> str:
+    return f"key-{uuid.uuid4().hex[:12]}"
+
+
+def keyed(records: list[dict], key: str) -> list[dict]:
+    return [{**r, "api_key_id": key} for r in records]
+
+
+def ledger(url: str, key: str | None = None) -> tuple[int, int]:
+    """(records stored, their input tokens) over every bucket the tests write (of one key if given)."""
+    params = {"start": "2026-01-01", "end": "2027-01-01", "bucket": "month", **({"api_key_id": key} if key else {})}
+    r = httpx.get(f"{url}/v1/usage", params=params, headers=auth(ADMIN), timeout=30)
     assert r.status_code == 200, r.text
     totals = r.json()["totals"]
     return totals["requests"], totals["input_tokens"]
@@ -112,38 +130,38 @@ def test_service_down_while_sending_then_up_every_record_stored_once(server_fact
     assert stats["accepted"] + stats["duplicates"] == 400 and stats["pending"] == 0
 
 
-def test_gateway_sigkilled_right_after_send_returned_new_client_sends_the_rest(server_factory, tmp_path):
-    server = server_factory().start()
+def test_gateway_sigkilled_right_after_send_returned_new_client_sends_the_rest(shared, key, tmp_path):
+    server = shared
     spool = tmp_path / "spool"
-    records = generate_records(300, seed=7, prefix="gw")
+    records = keyed(generate_records(300, seed=7, prefix=key), key)
     with gateway(server.url, spool, records) as proc:
         for text in proc.stdout:
             if text.strip() == "sent":
                 break
         proc.kill()  # SIGKILL: no atexit, no flush; some batches were delivered, some not
-    delivered_before, _ = ledger(server.url)
+    delivered_before, _ = ledger(server.url, key)
     with UsageClient(server.url, INGEST, spool_dir=spool) as client:
         assert client.pending() >= 300 - delivered_before  # what was not delivered is on disk
         assert client.flush(timeout=60) is True
-    assert ledger(server.url) == expected(records)
+    assert ledger(server.url, key) == expected(records)
 
 
-def test_gateway_killed_between_a_post_and_its_bookkeeping_resends_as_duplicates(server_factory, tmp_path):
-    server = server_factory().start()
+def test_gateway_killed_between_a_post_and_its_bookkeeping_resends_as_duplicates(shared, key, tmp_path):
+    server = shared
     spool = tmp_path / "spool"
-    records = generate_records(300, seed=7, prefix="gw")
+    records = keyed(generate_records(300, seed=7, prefix=key), key)
     with gateway(server.url, spool, records, "--die-after-post") as proc:
         returned = sum(1 for text in proc.stdout if text.strip().isdigit())  # until it dies
         assert proc.wait(timeout=60) == -9
     durable = sum(p.read_bytes().count(b"\n") for p in spool.glob("lane-*/*.ndjson"))
     assert durable >= returned  # every send that returned is on disk (one more may have been written)
-    stored_before, _ = ledger(server.url)
+    stored_before, _ = ledger(server.url, key)
     assert stored_before > 0  # the first batch reached the ledger before the process died
     with UsageClient(server.url, INGEST, spool_dir=spool) as client:
         assert client.flush(timeout=60) is True
         stats = client.stats()
     assert stats["duplicates"] == stored_before  # the acknowledged batch was sent again, not stored again
-    assert ledger(server.url) == expected(records[:durable])
+    assert ledger(server.url, key) == expected(records[:durable])
 
 
 def test_server_killed_and_restarted_mid_stream_every_record_stored_once(server_factory, tmp_path):
@@ -171,8 +189,8 @@ def test_server_killed_and_restarted_mid_stream_every_record_stored_once(server_
     assert ledger(server.url) == expected(records)
 
 
-def test_429_and_503_retry_after_are_honoured(server_factory, tmp_path):
-    server = server_factory().start()
+def test_429_and_503_retry_after_are_honoured(shared, key, tmp_path):
+    server = shared
 
     def policy(n, body):
         if n == 0:
@@ -183,7 +201,7 @@ def test_429_and_503_retry_after_are_honoured(server_factory, tmp_path):
 
     proxy = Proxy(server.url, policy)
     try:
-        records = generate_records(30, prefix="limited")
+        records = keyed(generate_records(30, prefix=key), key)
         with UsageClient(proxy.url, INGEST, spool_dir=tmp_path / "spool", backoff_base=0.01, backoff_cap=0.02) as client:
             for r in records:
                 client.send(r)
@@ -195,11 +213,11 @@ def test_429_and_503_retry_after_are_honoured(server_factory, tmp_path):
         assert times[1] - times[0] >= 1.0 and times[2] - times[1] >= 1.0
     finally:
         proxy.close()
-    assert ledger(server.url) == expected(records)
+    assert ledger(server.url, key) == expected(records)
 
 
-def test_413_from_a_proxy_splits_the_batch_and_sets_aside_a_record_too_large_alone(server_factory, tmp_path):
-    server = server_factory().start()
+def test_413_from_a_proxy_splits_the_batch_and_sets_aside_a_record_too_large_alone(shared, key, tmp_path):
+    server = shared
 
     def policy(n, body):  # a proxy with a small body limit, like nginx's client_max_body_size
         if body.count(b"\n") > 25 or b"huge" in body:
@@ -208,29 +226,29 @@ def test_413_from_a_proxy_splits_the_batch_and_sets_aside_a_record_too_large_alo
 
     proxy = Proxy(server.url, policy)
     try:
-        records = generate_records(100, prefix="split")
+        records = keyed(generate_records(100, prefix=key), key)
         with UsageClient(proxy.url, INGEST, batch_size=100, flush_interval=30) as client:
             for r in records[:50]:
                 client.send(r)
-            client.send(record("huge-1", tags={"note": "x" * 200}))
+            client.send(record(f"huge-{key}", api_key_id=key, tags={"note": "x" * 200}))
             for r in records[50:]:
                 client.send(r)
             assert client.flush(timeout=30) is True
             rejected = client.rejected()
-        assert [(r.record["request_id"], r.status) for r in rejected] == [("huge-1", 413)]
+        assert [(r.record["request_id"], r.status) for r in rejected] == [(f"huge-{key}", 413)]
         assert "body too large" in rejected[0].error
         assert max(n for _, n, status in proxy.seen if status == 200) <= 25
     finally:
         proxy.close()
-    assert ledger(server.url) == expected(records)
+    assert ledger(server.url, key) == expected(records)
 
 
-def test_rejected_records_are_set_aside_with_their_errors_and_the_valid_ones_stored(server_factory, tmp_path):
-    server = server_factory().start()
-    valid = generate_records(20, prefix="ok")
+def test_rejected_records_are_set_aside_with_their_errors_and_the_valid_ones_stored(shared, key, tmp_path):
+    server = shared
+    valid = keyed(generate_records(20, prefix=key), key)
     bad = [
-        record("bad-naive", occurred_at="2026-11-25T10:00:00"),
-        record("bad-cache", input_tokens=10, cached_tokens=50),
+        record(f"naive-{key}", api_key_id=key, occurred_at="2026-11-25T10:00:00"),
+        record(f"cache-{key}", api_key_id=key, input_tokens=10, cached_tokens=50),
         {**valid[0], "input_tokens": valid[0]["input_tokens"] + 1},  # same request_id, other content
     ]
     spool = tmp_path / "spool"
@@ -242,23 +260,24 @@ def test_rejected_records_are_set_aside_with_their_errors_and_the_valid_ones_sto
         assert client.flush(timeout=30) is True
         posts = client.stats()["posts"]
         assert client.flush(timeout=5) is True and client.stats()["posts"] == posts  # never retried
-    assert ledger(server.url) == expected(valid)
+    assert ledger(server.url, key) == expected(valid)
     lines = [orjson.loads(x) for x in (spool / "rejected.ndjson").read_bytes().splitlines()]
-    assert [x["record"]["request_id"] for x in lines] == ["bad-naive", "bad-cache", valid[0]["request_id"]]
+    assert [x["record"]["request_id"] for x in lines] == [f"naive-{key}", f"cache-{key}", valid[0]["request_id"]]
     assert "offset" in lines[0]["error"] and "exceed" in lines[1]["error"] and "conflict" in lines[2]["error"]
     assert all(x["status"] == 422 for x in lines)
 
     with UsageClient(server.url, INGEST, batch_size=100, flush_interval=30) as memory:  # no spool: kept in memory
-        memory.send(record("bad-naive-2", occurred_at="2026-11-25T10:00:00"))
-        memory.send(record("ok-memory"))
+        memory.send(record(f"naive-2-{key}", api_key_id=key, occurred_at="2026-11-25T10:00:00"))
+        memory.send(record(f"ok-{key}", api_key_id=key))
         assert memory.flush(timeout=30) is True
-        assert [(r.record["request_id"], "offset" in r.error) for r in memory.rejected()] == [("bad-naive-2", True)]
+        assert [(r.record["request_id"], "offset" in r.error) for r in memory.rejected()] == [(f"naive-2-{key}", True)]
+    assert ledger(server.url, key)[0] == 21
 
 
-def test_a_refused_token_stops_sending_keeps_the_records_and_the_right_token_delivers_them(server_factory, tmp_path):
-    server = server_factory().start()
+def test_a_refused_token_stops_sending_keeps_the_records_and_the_right_token_delivers_them(shared, key, tmp_path):
+    server = shared
     spool = tmp_path / "spool"
-    records = generate_records(50, prefix="auth")
+    records = keyed(generate_records(50, prefix=key), key)
     client = UsageClient(server.url, "not-the-ingest-token-0123456789", spool_dir=spool, **FAST)
     for r in records:
         client.send(r)
@@ -266,11 +285,11 @@ def test_a_refused_token_stops_sending_keeps_the_records_and_the_right_token_del
     assert isinstance(client.error, ClientError) and "401" in str(client.error)
     assert client.pending() == 50
     assert client.close(timeout=1) is False
-    assert ledger(server.url) == (0, 0)
+    assert ledger(server.url, key) == (0, 0)
 
     with UsageClient(server.url, INGEST, spool_dir=spool) as fixed:
         assert fixed.flush(timeout=30) is True
-    assert ledger(server.url) == expected(records)
+    assert ledger(server.url, key) == expected(records)
 
     memory = UsageClient(server.url, ADMIN + "-wrong", **FAST)
     memory.send(record("kept-in-memory"))
@@ -279,18 +298,18 @@ def test_a_refused_token_stops_sending_keeps_the_records_and_the_right_token_del
     memory.close(timeout=0)
 
 
-def test_flush_close_and_batching_triggers(server_factory, tmp_path):
-    server = server_factory().start()
+def test_flush_close_and_batching_triggers(shared, key, tmp_path):
+    server = shared
     # A full batch goes at once, whatever the interval.
     client = UsageClient(server.url, INGEST, spool_dir=tmp_path / "a", batch_size=10, flush_interval=600)
-    for r in generate_records(10, prefix="full"):
+    for r in keyed(generate_records(10, prefix=f"full-{key}"), key):
         client.send(r)
-    assert wait_for(lambda: ledger(server.url)[0] == 10)
+    assert wait_for(lambda: ledger(server.url, key)[0] == 10)
     # A partial batch goes after flush_interval, without a flush.
     slow = UsageClient(server.url, INGEST, batch_size=1000, flush_interval=0.2)
-    for r in generate_records(5, prefix="interval"):
+    for r in keyed(generate_records(5, prefix=f"interval-{key}"), key):
         slow.send(r)
-    assert wait_for(lambda: ledger(server.url)[0] == 15)
+    assert wait_for(lambda: ledger(server.url, key)[0] == 15)
     assert slow.flush() is True  # nothing outstanding: at once
     assert slow.close() is True and slow.close() is True  # idempotent
     with pytest.raises(ValueError, match="closed"):
@@ -298,14 +317,14 @@ def test_flush_close_and_batching_triggers(server_factory, tmp_path):
     client.close()
     # The context manager flushes on exit.
     with UsageClient(server.url, INGEST, spool_dir=tmp_path / "b", batch_size=1000, flush_interval=600) as ctx:
-        for r in generate_records(7, prefix="ctx"):
+        for r in keyed(generate_records(7, prefix=f"ctx-{key}"), key):
             ctx.send(r)
-    assert ledger(server.url)[0] == 22
+    assert ledger(server.url, key)[0] == 22
 
 
-def test_concurrent_senders_on_a_spool_every_record_stored_once(server_factory, tmp_path):
-    server = server_factory().start()
-    records = generate_records(800, prefix="threads")
+def test_concurrent_senders_on_a_spool_every_record_stored_once(shared, key, tmp_path):
+    server = shared
+    records = keyed(generate_records(800, prefix=key), key)
     with UsageClient(server.url, INGEST, spool_dir=tmp_path / "spool", batch_size=200) as client:
         threads = [threading.Thread(target=lambda part: [client.send(r) for r in part], args=(records[i::8],))
                    for i in range(8)]
@@ -315,4 +334,4 @@ def test_concurrent_senders_on_a_spool_every_record_stored_once(server_factory, 
             t.join()
         assert client.flush(timeout=60) is True
         assert client.stats()["sent"] == 800
-    assert ledger(server.url) == expected(records)
+    assert ledger(server.url, key) == expected(records)
