@@ -161,6 +161,7 @@ class Lane:
         self.cursor = self._read_cursor()
         # Writer state (owner only): the open segment, its written and durable sizes.
         self._fd: int | None = None
+        self._closed = not writable
         self._segment = 0
         self._size = 0
         self._durable_size = 0
@@ -208,8 +209,14 @@ class Lane:
     # --- writing (the owner's lane) ---------------------------------------------------------
 
     def _open_segment(self, number: int) -> None:
-        fd = os.open(self.path / _segment_name(number), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        _fsync_dir(self.path)
+        path = self.path / _segment_name(number)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            _fsync_dir(self.path)
+        except OSError:
+            os.close(fd)
+            path.unlink()
+            raise
         self._fd, self._segment, self._size, self._durable_size = fd, number, 0, 0
         self.segments.append(number)
 
@@ -217,10 +224,12 @@ class Lane:
         """Write one line and return once it is on disk. Concurrent callers share fsyncs: the first
         to find no fsync running makes one for every line written so far; the others wait for it."""
         with self._cond:
-            if self._fd is None:
+            if self._closed:
                 raise ValueError("the spool is closed")
-            if self._size >= SEGMENT_BYTES:
+            if self._fd is not None and self._size >= SEGMENT_BYTES:
                 self._rotate()
+            if self._fd is None:  # rotated, but the new segment could not be created (a full disk): try again
+                self._open_segment(self._segment + 1)
             try:
                 written = os.write(self._fd, line)
                 if written != len(line):
@@ -269,6 +278,7 @@ class Lane:
         os.fdatasync(self._fd)
         self.fsyncs += 1
         os.close(self._fd)
+        self._fd = None
         self._mark_durable(self._written)
         self._open_segment(self._segment + 1)
 
@@ -357,6 +367,7 @@ class Lane:
 
     def close(self) -> None:
         with self._cond:
+            self._closed = True
             while self._syncing:
                 self._cond.wait()
             if self._fd is not None:

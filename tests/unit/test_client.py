@@ -269,3 +269,41 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap():
         for _ in range(20):
             assert ceiling / 2 <= backoff(attempt, base=0.25, cap=30.0, rng=rng) <= ceiling
     assert len({backoff(3, base=0.25, cap=30.0, rng=rng) for _ in range(10)}) > 1  # jitter
+
+
+def test_spool_a_segment_that_cannot_be_created_fails_that_send_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(spool_module, "SEGMENT_BYTES", 200)
+    spool = Spool(tmp_path)
+    spool.append(line(0))
+    real_open = os.open
+
+    def full_disk(path, *args, **kwargs):
+        if str(path).endswith(".ndjson"):
+            raise OSError(28, "No space left on device")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(spool_module.os, "open", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        spool.append(line(1))  # the segment is full and no new one can be made
+    monkeypatch.setattr(spool_module.os, "open", real_open)
+    spool.append(line(2))  # space is back
+    assert [orjson.loads(x)["request_id"] for x in drain(spool)] == ["req-0", "req-2"]
+    spool.close()
+
+
+def test_spool_a_failed_write_leaves_no_torn_line(tmp_path, monkeypatch):
+    spool = Spool(tmp_path)
+    spool.append(line(0))
+    real_write = os.write
+
+    def half_written(fd, data):  # the disk fills in mid-line
+        real_write(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool_module.os, "write", half_written)
+    with pytest.raises(OSError, match="No space"):
+        spool.append(line(1))
+    monkeypatch.setattr(spool_module.os, "write", real_write)
+    spool.append(line(2))
+    assert [orjson.loads(x)["request_id"] for x in drain(spool)] == ["req-0", "req-2"]
+    spool.close()
