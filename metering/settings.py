@@ -32,6 +32,15 @@ ENVIRONMENT = {
 }
 
 
+# Read by the gateway-side integrations (metering.integrations.litellm), not by the service.
+# Documented in docs/integrations.md (tests/integrations/test_litellm.py checks it).
+GATEWAY_ENVIRONMENT = {
+    "METERING_URL": "base URL of the metering service the gateway reports to",
+    "METERING_INGEST_TOKEN": "the ingest token the gateway sends usage with",
+    "METERING_SPOOL_DIR": "directory of the client's disk spool (unset: an in-memory queue, lost on exit)",
+}
+
+
 class SettingsError(ValueError):
     pass
 
@@ -47,6 +56,26 @@ def _number(env: dict[str, str], name: str, default: float) -> float:
     if not value > 0:
         raise SettingsError(f"{name}: must be above 0, got {text!r}")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Where a gateway integration sends usage: the service's URL, the ingest token, the spool."""
+
+    url: str
+    ingest_token: str
+    spool_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> GatewaySettings:
+        env = dict(os.environ if env is None else env)
+        missing = [name for name in ("METERING_URL", "METERING_INGEST_TOKEN") if not env.get(name)]
+        if missing:
+            raise SettingsError(f"{' and '.join(missing)} not set: the metering integration needs the service's "
+                                "URL and its ingest token (see docs/integrations.md)")
+        spool = env.get("METERING_SPOOL_DIR")
+        return cls(url=env["METERING_URL"], ingest_token=env["METERING_INGEST_TOKEN"],
+                   spool_dir=Path(spool) if spool else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ it, no import cycle, no private name imported from another module, no SQL outsid
                signing, access                                      pure rules
     base       errors, settings
 
-The client (`metering.client`) runs in the gateway's process: it imports nothing of the server.
+The client (`metering.client`) runs in the gateway's process: it imports nothing of the server, and
+only entry points (the LiteLLM integration) import it.
 A new module must be placed in a layer here, or this test fails.
 """
 
@@ -108,8 +109,8 @@ def test_each_layer_imports_only_the_layers_below_it():
             if target not in ALL:
                 continue
             theirs = layer_of(target)
-            if mine == "client" or theirs == "client":
-                if mine != theirs:
+            if mine == "client" or theirs == "client":  # the gateway side: only entry points use the client
+                if mine != theirs and mine != "entry":
                     wrong.append(f"{path.name}:{line} {module} ({mine}) imports {target} ({theirs})")
                 continue
             if LAYERS.index(theirs) > LAYERS.index(mine):
@@ -178,6 +179,7 @@ def test_sql_lives_only_in_the_store(module):
 
 
 def test_no_module_is_much_over_400_lines_unless_it_is_one_cohesive_thing():
-    cohesive = {"metering.cli"}  # one argument parser and one function per command
+    # the CLI: one argument parser and one function per command; the spool: one durable queue on disk
+    cohesive = {"metering.cli", "metering.client._spool"}
     long = {m: n for m, p in ALL.items() if (n := len(p.read_text().splitlines())) > 450 and m not in cohesive}
     assert not long, long

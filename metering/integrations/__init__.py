@@ -1,0 +1,1 @@
+"""Gateway integrations: each turns a peer's events into usage records sent through metering.client."""
