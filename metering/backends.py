@@ -87,6 +87,11 @@ class LocalBackend:
 
         return reprice(self.store, **body)
 
+    def reconcile(self, report: Any, params: dict[str, Any]) -> dict[str, Any]:
+        from metering.service import reconcile
+
+        return reconcile(self.store, report=report, **params)
+
     # --- budgets -----------------------------------------------------------------------------------
     def budgets(self, action: str, arg: Any = None) -> Any:
         from metering import alerts
@@ -187,6 +192,13 @@ class RemoteBackend:
 
     def reprice(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/v1/reprice", json=body)
+
+    def reconcile(self, report: Any, params: dict[str, Any]) -> dict[str, Any]:
+        query = {k: v for k, v in params.items() if v is not None and k != "mapping"}
+        if params.get("mapping"):
+            query["map"] = params["mapping"]
+        return self._call("POST", "/v1/reconcile", params={**query, "format": "json"}, content=orjson.dumps(report),
+                          headers={"Content-Type": "application/json"})
 
     def budgets(self, action: str, arg: Any = None) -> Any:
         if action == "add":

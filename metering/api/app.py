@@ -15,7 +15,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering import __version__
-from metering.api import budgets, errors, keys, rates, records, reports, usage
+from metering.api import budgets, errors, keys, rates, reconcile, records, reports, usage
 from metering.api.auth import ADMIN, INGEST, KEY, Principal, TokenCheck, require
 from metering.pricing import from_usd
 from metering.ratecard import load_rate_card
@@ -122,4 +122,5 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(rates.router)
     app.include_router(reports.router)
     app.include_router(budgets.router)
+    app.include_router(reconcile.router)
     return app

@@ -36,7 +36,7 @@ RECORD_SCHEMA: dict[str, Any] = {
 }
 
 
-async def _read_body(request: Request) -> bytes:
+async def read_body(request: Request) -> bytes:
     """The body, within the size limit and the time limit (a client trickling a body, by accident
     or on purpose, gets a 408 and its connection back, and holds nothing else up meanwhile)."""
     declared = request.headers.get("content-length")
@@ -68,7 +68,7 @@ async def _read_body(request: Request) -> bytes:
 )
 async def post_usage(request: Request, _: Annotated[Principal, Depends(require(ADMIN, INGEST))]) -> JSONResponse:
     store = request.app.state.store
-    body = await _read_body(request)
+    body = await read_body(request)
     ndjson = is_ndjson(request.headers.get("content-type"))
 
     def parse() -> Parsed:
