@@ -39,7 +39,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from metering.errors import BadRequest, RecordError
-from metering.pricing import CostOverflow, breakdown, unit_prices, usd_string
+from metering.pricing import CostOverflow, UnitPrices, breakdown, unit_prices, usd_string
 from metering.ratecard import RateCard, RateVersion, format_decimal
 from metering.records import UsageRecord, parse_timestamp
 
@@ -404,22 +404,41 @@ class LedgerCell:
 def _ratio(numerator: int, denominator: int) -> str | None:
     if denominator == 0:
         return None
+    if numerator == 0:
+        return "0"
     return format_decimal((Decimal(numerator) / Decimal(denominator)).quantize(RATIO_PLACES, ROUND_HALF_EVEN))
 
 
+class _Prices:
+    """The rate version in effect at the start of each UTC day, per model, and its unit prices (looked up
+    once per model and day)."""
+
+    def __init__(self, card: RateCard) -> None:
+        self.card = card
+        self.cache: dict[tuple[str, date], tuple[RateVersion, UnitPrices] | None] = {}
+
+    def at(self, model: str, day: date) -> tuple[RateVersion, UnitPrices] | None:
+        key = (model, day)
+        if key not in self.cache:
+            version = self.card.version_at(model, datetime(day.year, day.month, day.day, tzinfo=UTC))
+            self.cache[key] = (version, unit_prices(version, "current")) if version is not None else None
+        return self.cache[key]
+
+
 def _cost(quantities: dict[str, int], model: str, day: date,
-          card: RateCard) -> tuple[int | None, RateVersion | None, str | None]:
+          prices: _Prices) -> tuple[int | None, RateVersion | None, str | None]:
     """Pico-dollars at the version in effect at the day's start: (cost, version, note)."""
-    version = card.version_at(model, datetime(day.year, day.month, day.day, tzinfo=UTC))
-    if version is None:
+    found = prices.at(model, day)
+    if found is None:
         return None, None, f"{model} has no price on our rate card on {day}: costs are null"
+    version, unit = found
     record = UsageRecord(
-        request_id="reconcile", occurred_at=datetime(day.year, day.month, day.day, tzinfo=UTC), api_key_id="-",
-        model=model, endpoint=None, input_tokens=quantities["input_tokens"], cached_tokens=quantities["cached_tokens"],
+        request_id="reconcile", occurred_at=version.effective_from, api_key_id="-", model=model, endpoint=None,
+        input_tokens=quantities["input_tokens"], cached_tokens=quantities["cached_tokens"],
         cache_write_tokens=quantities["cache_write_tokens"], output_tokens=quantities["output_tokens"],
         thinking_tokens=quantities["thinking_tokens"], web_search_requests=quantities["web_search_requests"], tags=None)
     try:
-        return breakdown(record, unit_prices(version, "current")).total, version, None
+        return breakdown(record, unit).total, version, None
     except CostOverflow:
         return None, version, f"the cost of {model} on {day} is beyond the supported range: costs are null"
 
@@ -471,6 +490,7 @@ def compare(report: Report, ledger: Iterable[LedgerCell], card: RateCard, *, sta
     rows: list[dict[str, Any]] = []
     totals = {"provider": 0, "ledger": 0}
     unpriced: set[str] = set()
+    prices = _Prices(card)
     zero_ledger = dict.fromkeys((*CLASSES, "thinking_tokens"), 0)
     for cell in sorted(set(ledger_cells) | set(provider_cells), key=lambda c: (c[0], c[1], c[2] or "")):
         day, model, group = cell
@@ -478,8 +498,8 @@ def compare(report: Report, ledger: Iterable[LedgerCell], card: RateCard, *, sta
         base = ours or zero_ledger
         coverage = len(report.hours.get(day, ()))
         reasons = _status(provider, ours, reported, tolerance, coverage, name)
-        provider_cost, version, note = _cost(_priced_provider_quantities(provider, base, reported), model, day, card)
-        ledger_cost = _cost(base, model, day, card)[0] if note is None else None
+        provider_cost, version, note = _cost(_priced_provider_quantities(provider, base, reported), model, day, prices)
+        ledger_cost = _cost(base, model, day, prices)[0] if note is None else None
         notes = [note] if note else []
         if note and version is None:
             unpriced.add(model)

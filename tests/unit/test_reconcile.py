@@ -114,12 +114,16 @@ def test_hourly_buckets_are_summed_into_utc_days_and_a_partial_day_drifts():
         "thinking_tokens": 0, "web_search_requests": 0}),
         rc.LedgerCell(date(2026, 11, 2), "gpt-4.1", None, {
             "requests": 5, "input_tokens": 500, "cached_tokens": 50, "cache_write_tokens": 0, "output_tokens": 35,
+            "thinking_tokens": 0, "web_search_requests": 0}),
+        rc.LedgerCell(date(2026, 11, 3), "gpt-4.1", None, {
+            "requests": 1, "input_tokens": 100, "cached_tokens": 10, "cache_write_tokens": 0, "output_tokens": 7,
             "thinking_tokens": 0, "web_search_requests": 0})]
     result = rc.compare(report, ledger, CARD, start=date(2026, 11, 1), end=date(2026, 11, 4))
     rows = {r["date"]: r for r in result["rows"]}
     assert rows["2026-11-01"]["status"] == "match"
     assert rows["2026-11-02"]["status"] == "drift"
     assert rows["2026-11-02"]["reasons"] == ["the openai report covers only 5 of the 24 hours of this day"]
+    assert rows["2026-11-03"]["reasons"] == ["the openai report does not cover this day"]
     assert result["summary"]["days_partially_covered"] == ["2026-11-02"]
     assert result["summary"]["days_not_covered"] == ["2026-11-03"]
 
