@@ -10,7 +10,7 @@ import orjson
 
 from metering.access import ADMIN_PRINCIPAL
 from metering.errors import MeteringError
-from metering.services import alerts, budgets, ingest, keys, rates, reports, reprice
+from metering.services import alerts, budgets, ingest, keys, rates, reconcile, reports, reprice
 from metering.services.context import Context, open_store
 from metering.services.delivery import Sender
 from metering.services.documents import check_format, render
@@ -59,6 +59,9 @@ class LocalBackend:
 
     def reprice(self, body: dict[str, Any]) -> dict[str, Any]:
         return reprice.reprice(self.ctx, **body)
+
+    def reconcile(self, report: Any, params: dict[str, Any]) -> dict[str, Any]:
+        return reconcile.reconcile(self.ctx, report=report, **params)
 
     def budgets(self, action: str, arg: Any = None) -> Any:
         ctx = self.ctx
@@ -141,6 +144,13 @@ class RemoteBackend:
 
     def reprice(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/v1/reprice", json=body)
+
+    def reconcile(self, report: Any, params: dict[str, Any]) -> dict[str, Any]:
+        query = {k: v for k, v in params.items() if v is not None and k != "mapping"}
+        if params.get("mapping"):
+            query["map"] = params["mapping"]
+        return self._call("POST", "/v1/reconcile", params={**query, "format": "json"}, content=orjson.dumps(report),
+                          headers={"Content-Type": "application/json"})
 
     def budgets(self, action: str, arg: Any = None) -> Any:
         if action == "add":

@@ -305,6 +305,52 @@ def cmd_reprice(args: argparse.Namespace) -> int:
     return _with_backend(args, show)
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    import orjson
+
+    from metering import reconcile as rc
+
+    if args.format == "xlsx" and not args.output:
+        return _fail("--format xlsx is binary: give --output FILE")
+    pages: list[Any] = []
+    for name in args.files:
+        path = Path(name)
+        if not path.is_file():
+            return _fail(f"{path}: no such file")
+        try:
+            pages += rc.pages_of(orjson.loads(path.read_bytes()))
+        except orjson.JSONDecodeError as exc:
+            return _fail(f"{path}: not valid JSON: {exc}")
+        except MeteringError as exc:
+            return _fail(f"{path}: {exc.message}")
+    params = {"provider": args.provider, "start": args.start, "end": args.end, "tolerance": args.tolerance,
+              "models": args.models, "split_by": args.split_by, "match_to": args.match_to, "mapping": args.map}
+    outcome: dict[str, Any] = {}
+
+    def run(backend: Any) -> None:
+        result = backend.reconcile(pages if len(pages) > 1 else pages[0], params)
+        outcome.update(result["summary"])
+        body = rc.render(result, args.format)
+        if args.output:
+            Path(args.output).write_bytes(body)
+            print(f"wrote {args.output} ({len(body):,} bytes)", file=sys.stderr)
+        else:
+            sys.stdout.buffer.write(body + (b"\n" if args.format == "json" else b""))
+        for row in result["rows"]:
+            if row["status"] == "drift":
+                where = f"{row['date']} {row['model']}" + (f" {row['group']}" if "group" in row else "")
+                print(f"drift: {where}: {'; '.join(row['reasons'])}", file=sys.stderr)
+
+    code = _with_backend(args, run)
+    if code:
+        return code
+    s = outcome
+    print(f"{s['provider']} [{s['start']}, {s['end']}): {s['rows']} rows, {s['match']} match, {s['drift']} drift; "
+          f"cost {s['provider_cost']} (provider) vs {s['ledger_cost']} (ledger), difference {s['cost_difference']} USD",
+          file=sys.stderr)
+    return EXIT_REJECTED if s["drift"] else 0
+
+
 def _scope(text: str) -> dict[str, Any]:
     """api_key_id=K | account_id=A | tag:NAME=VALUE | all"""
     if text == "all":
@@ -448,6 +494,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--dry-run", action="store_true", help="show the change per key and model; write nothing")
     _data_options(rep)
     rep.set_defaults(func=cmd_reprice)
+
+    rec = sub.add_parser("reconcile", help="compare a provider's usage report with the ledger (exit 1 on drift)")
+    rec.add_argument("files", nargs="+", metavar="FILE", help="the report as its admin API returns it: a page or an "
+                     "array of pages per file")
+    rec.add_argument("--provider", required=True, choices=["openai", "anthropic"])
+    rec.add_argument("--start", required=True, help="UTC date, inclusive")
+    rec.add_argument("--end", required=True, help="UTC date, exclusive")
+    rec.add_argument("--tolerance", help="relative, e.g. 0.001 for 0.1%% (default 0: exact)")
+    rec.add_argument("--models", help="comma list: compare only these models")
+    rec.add_argument("--split-by", help="also split by the provider's project_id, workspace_id or api_key_id")
+    rec.add_argument("--match-to", help="our side of --split-by: api_key_id (default) or tag:NAME")
+    rec.add_argument("--map", action="append", metavar="ID=VALUE", help="a provider id -> our value (repeatable)")
+    rec.add_argument("--format", default="csv", choices=["json", "csv", "xlsx"])
+    rec.add_argument("--output", "-o", help="file to write (default: standard output)")
+    _data_options(rec)
+    rec.set_defaults(func=cmd_reconcile)
 
     bud = sub.add_parser("budgets", help="budgets and alerts").add_subparsers(dest="budgets_command", required=True)
     badd = bud.add_parser("add", help="create a budget")

@@ -14,7 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering import __version__
-from metering.api import budgets, docs, errors, keys, rates, reports, traces, usage
+from metering.api import budgets, docs, errors, keys, rates, reconcile, reports, traces, usage
 from metering.api.auth import TokenCheck
 from metering.api.deps import AnyRole
 from metering.api.limits import ReadLimiter
@@ -113,4 +113,5 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(reports.router)
     app.include_router(budgets.router)
     app.include_router(docs.router)
+    app.include_router(reconcile.router)
     return app
