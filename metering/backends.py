@@ -27,7 +27,9 @@ class LocalBackend:
 
     @classmethod
     def open(cls, settings: Settings) -> LocalBackend:
-        return cls(Context(open_store(settings), settings))
+        ctx = Context(open_store(settings), settings)
+        budgets.track_untracked(ctx)
+        return cls(ctx)
 
     def ingest(self, items: list[Any]) -> dict[str, Any]:
         return ingest.ingest_items(self.ctx, items)

@@ -72,6 +72,17 @@ def next_month(first: date) -> date:
     return date(first.year + first.month // 12, first.month % 12 + 1, 1)
 
 
+def naive_utc(ts: datetime) -> datetime:
+    """Aware -> naive UTC, the form stored in TIMESTAMP columns."""
+    return ts.astimezone(UTC).replace(tzinfo=None)
+
+
+def floor_slot(ts: datetime, minutes: int = 15) -> datetime:
+    """The start of the 15-minute slot holding ts (aware UTC)."""
+    ts = ts.astimezone(UTC)
+    return ts.replace(minute=ts.minute - ts.minute % minutes, second=0, microsecond=0)
+
+
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     """The first instant of a local day. Where midnight does not exist (a DST jump at 00:00),
     the day begins at the instant the clocks jump to; where it exists twice, at the first."""

@@ -18,6 +18,7 @@ from metering.api import budgets, docs, errors, keys, rates, reconcile, reports,
 from metering.api.auth import TokenCheck
 from metering.api.deps import AnyRole
 from metering.api.limits import ReadLimiter
+from metering.services import budgets as budgets_service
 from metering.services.alerts import Evaluator
 from metering.services.context import Context, open_store
 from metering.services.delivery import Sender
@@ -64,6 +65,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.store = store if store is not None else open_store(settings)
         app.state.ctx = ctx = Context(app.state.store, settings)
+        budgets_service.track_untracked(ctx)
         app.state.tokens = TokenCheck(
             admin_token=settings.admin_token, ingest_token=settings.ingest_token, store=app.state.store
         )

@@ -8,7 +8,7 @@ Admin and the gateway (ingest, for enforcement) see every figure.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -20,17 +20,37 @@ from metering.errors import BadRequest, Forbidden
 from metering.services.context import Context
 from metering.services.statuscache import StatusCache
 from metering.store import budgets as table
+from metering.store import spend
 from metering.store.budgets import RollupState
+from metering.timewindows import floor_slot
 
 
 def create(ctx: Context, *, body: Any) -> dict[str, Any]:
     """A new budget; a webhook secret generated here is in the answer, once."""
     values = rules.parse_budget(body, allow_link_local=ctx.settings.webhook_allow_link_local)
-    budget = ctx.store.writer.call(lambda con: table.insert(con, values, now=ctx.now()))
+    now = ctx.now()
+    since = track_from(values["period"], values["tz"], now)
+    budget = ctx.store.writer.call(lambda con: table.insert(con, values, now=now, track_from=since))
     out = budget.as_json()
     if "webhook_secret" not in body and budget.webhook_secret:
         out["webhook_secret"] = budget.webhook_secret  # generated: shown once, keep it to verify signatures
     return out
+
+
+def track_from(period: str, tz: str, now: datetime) -> datetime:
+    """Where a new budget's spend counters start: the period under way and the forecast's history."""
+    start, _ = rules.period_bounds(period, tz, now)
+    history = rules.utc_hour(now) - timedelta(days=rules.PROFILE_DAYS + 1)
+    return floor_slot(min(start, history))
+
+
+def track_untracked(ctx: Context) -> None:
+    """Fill the counters of budgets made before counters existed (at start)."""
+    with ctx.store.reading() as cur:
+        missing = [table.get(cur, bid) for bid in table.untracked(cur)]
+    for budget in missing:
+        since = track_from(budget.period, budget.tz, ctx.now())
+        ctx.store.writer.call(lambda con, b=budget, t=since: spend.track(con, budget_id=b.id, since=t))
 
 
 def delete(ctx: Context, *, budget_id: str) -> None:
@@ -163,13 +183,18 @@ def _spent(cur: duckdb.DuckDBPyConnection, budget: Budget, start: datetime, end:
 
 def status(cur: duckdb.DuckDBPyConnection, budget: Budget, *, now: datetime, with_projection: bool = True,
            cache: StatusCache | None = None, state: RollupState | None = None, key: str | None = None) -> Status:
-    """A budget's spend in its current period and, with the projection, its forecast at the end (one
-    pass over spend per hour, from the profile's first day or the period's start, if earlier, to the
-    period's end); with `key`, that key's share of the spend too."""
+    """A budget's spend in its current period and, with the projection, its forecast at the end, from
+    the budget's own spend counters (store.spend: per 15-minute slot, exact at every commit), from the
+    profile's first day or the period's start, if earlier, to the period's end; with `key`, that key's
+    share of the spend too (from the rollup)."""
     start, end = rules.period_bounds(budget.period, budget.tz, now)
     history_start = rules.utc_hour(now) - timedelta(days=rules.PROFILE_DAYS)
     lo = min(start, history_start) if with_projection else start
-    hourly = _hourly(cur, budget, period_start=start, lo=lo, end=end, cache=cache, state=state)
+    hourly: dict[datetime, tuple[int, int]] = {}
+    for slot, pico in spend.slots(cur, budget_id=budget.id, basis=budget.basis, lo=lo, end=end).items():
+        hour = slot.replace(minute=0, tzinfo=UTC)
+        inside, total = hourly.get(hour, (0, 0))
+        hourly[hour] = (inside + (pico if slot.replace(tzinfo=UTC) >= start else 0), total + pico)
     spent = sum(inside for inside, _ in hourly.values())
     projected = spent
     if with_projection:

@@ -17,8 +17,9 @@ import duckdb
 from metering.access import UNASSIGNED
 from metering.budgets import Budget, Scope
 from metering.errors import NotFound
-from metering.store.db import naive_utc
+from metering.store import spend
 from metering.store.queries import live_rollup
+from metering.timewindows import naive_utc
 
 _COLUMNS = ("id, scope_kind, scope_value, scope_tag, period, tz, amount_pico, basis, thresholds, forecast, "
             "webhook_url, webhook_secret, webhook_disabled_at, created_at, enforce")
@@ -35,7 +36,7 @@ def _budget(row: tuple) -> Budget:
     )
 
 
-def insert(con: duckdb.DuckDBPyConnection, values: dict[str, Any], *, now: datetime) -> Budget:
+def insert(con: duckdb.DuckDBPyConnection, values: dict[str, Any], *, now: datetime, track_from: datetime) -> Budget:
     budget = Budget(id="bud_" + secrets.token_hex(8), webhook_disabled_at=None, created_at=now.astimezone(UTC),
                     **values)
     con.execute(
@@ -44,6 +45,7 @@ def insert(con: duckdb.DuckDBPyConnection, values: dict[str, Any], *, now: datet
          budget.amount_pico, budget.basis, json.dumps([str(t) for t in budget.thresholds]), budget.forecast,
          budget.webhook_url, budget.webhook_secret, None, naive_utc(now), budget.enforce, None],
     )
+    spend.track(con, budget_id=budget.id, since=track_from)
     return budget
 
 
@@ -69,6 +71,13 @@ def get(cur: duckdb.DuckDBPyConnection, budget_id: str) -> Budget:
 def delete(con: duckdb.DuckDBPyConnection, budget_id: str, *, now: datetime) -> None:
     get(con, budget_id)
     con.execute("UPDATE budgets SET deleted_at = ? WHERE id = ?", [naive_utc(now), budget_id])
+    spend.forget(con, budget_id=budget_id)
+
+
+def untracked(cur: duckdb.DuckDBPyConnection) -> list[str]:
+    """Active budgets without spend counters (made before they existed)."""
+    return [r[0] for r in cur.execute("SELECT id FROM budgets WHERE deleted_at IS NULL AND tracked_from IS NULL")
+            .fetchall()]
 
 
 # --- spend ---------------------------------------------------------------------------------------------

@@ -20,10 +20,11 @@ from typing import Any
 
 import duckdb
 
-from metering.access import ApiKey
+from metering.access import UNASSIGNED, ApiKey
 from metering.errors import Conflict, DatabaseLocked, QueryTimeout, RateCardError
 from metering.ratecard import ALL_PRICE_FIELDS, Price, RateCard, RateVersion
-from metering.store import rollup
+from metering.store import rollup, spend
+from metering.timewindows import naive_utc
 
 Clock = Callable[[], datetime]
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -33,9 +34,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def naive_utc(ts: datetime) -> datetime:
-    """Aware -> naive UTC, the form stored in TIMESTAMP columns."""
-    return ts.astimezone(UTC).replace(tzinfo=None)
+EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def sha256_hex(secret: str) -> str:
@@ -263,6 +262,13 @@ class Store:
                 "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?)",
                 [api_key_id, account_id, name, secret_sha256, naive_utc(key.created_at)],
             )
+            used = con.execute("SELECT 1 FROM ledger WHERE api_key_id = ? LIMIT 1", [api_key_id]).fetchall()
+            if used:  # its usage moves from 'unassigned' to its account: those budgets' counters are recomputed
+                moved = [r[0] for r in con.execute(
+                    "SELECT id FROM budgets WHERE deleted_at IS NULL AND scope_kind = 'account' AND scope_value IN (?, ?)",
+                    [account_id, UNASSIGNED]).fetchall()]
+                if moved:
+                    spend.refresh(con, lo=EARLIEST, hi=LATEST, budget_ids=moved)
             self._remember_key(key)
             return key
 

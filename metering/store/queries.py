@@ -16,8 +16,7 @@ import pyarrow as pa
 from metering.access import UNASSIGNED
 from metering.errors import BadRequest
 from metering.records import epoch_micros
-from metering.store.db import naive_utc
-from metering.timewindows import aligned
+from metering.timewindows import aligned, naive_utc
 from metering.tokenclasses import TOKEN_CLASSES, sql_quantity
 
 ROLLUP_SECONDS = 15 * 60

@@ -12,8 +12,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from metering.store import rollup
-from metering.store.db import naive_utc
+from metering.store import rollup, spend
+from metering.timewindows import floor_slot, naive_utc
 from metering.tokenclasses import sql_cost
 
 REPRICED = f"""
@@ -90,11 +90,6 @@ def preview(cur: duckdb.DuckDBPyConnection, units: pa.Table, *, start: datetime,
 _FIFTEEN = timedelta(minutes=15)
 
 
-def _floor_15(ts: datetime) -> datetime:
-    naive = naive_utc(ts)
-    return naive.replace(minute=naive.minute - naive.minute % 15, second=0, microsecond=0)
-
-
 def apply(con: duckdb.DuckDBPyConnection, units: pa.Table, *, start: datetime, end: datetime,
           now: datetime) -> tuple[Preview, int]:
     """Re-rate [start, end) inside the caller's transaction (the rollup must be flushed first: the
@@ -110,9 +105,10 @@ def apply(con: duckdb.DuckDBPyConnection, units: pa.Table, *, start: datetime, e
         """, params)  # noqa: S608 (fixed SQL)
     finally:
         con.unregister("rate_units")
-    lo = _floor_15(start)
-    hi = _floor_15(end) if _floor_15(end) == naive_utc(end) else _floor_15(end) + _FIFTEEN
-    con.execute(rollup.REFRESH_MONEY, {"lo": lo, "hi": hi})
+    lo = floor_slot(start)
+    hi = floor_slot(end) if floor_slot(end) == end else floor_slot(end) + _FIFTEEN
+    con.execute(rollup.REFRESH_MONEY, {"lo": naive_utc(lo), "hi": naive_utc(hi)})
+    spend.refresh(con, lo=lo, hi=hi)
     con.execute("UPDATE rollup_state SET generation = generation + 1")  # cached sums over the rollup are stale
     (run_id,) = con.execute("SELECT coalesce(max(id), 0) + 1 FROM reprice_runs").fetchall()[0]
     t = result.totals

@@ -28,7 +28,8 @@ from metering.batch import records_table
 from metering.errors import StorageUnavailable
 from metering.pricing import COST_OUT_OF_RANGE, MAX_COST_PICO
 from metering.records import TOKEN_FIELDS, UsageRecord
-from metering.store import rollup
+from metering.store import rollup, spend
+from metering.timewindows import naive_utc
 from metering.tokenclasses import sql_cost
 
 log = logging.getLogger("metering.writer")
@@ -114,6 +115,11 @@ SELECT * EXCLUDE (cost_huge, list_huge), cost_huge::BIGINT AS cost_pico, list_hu
 FROM ({PRICED})
 WHERE rate_version_id IS NULL OR (cost_huge <= {MAX_COST_PICO} AND list_huge <= {MAX_COST_PICO})
 """  # noqa: S608 (fixed SQL: the basis names are constants)
+_SETTLE = """
+UPDATE reservations SET status = 'settled', closed_at = $now
+WHERE status = 'held' AND request_id IN (SELECT request_id FROM ledger WHERE seq BETWEEN $lo AND $hi)
+RETURNING request_id
+"""
 FLUSH_RECORDS = 50_000  # roll up at least this often (in records) ...
 FLUSH_SECONDS = 1.0  # ... and this often (in seconds) while anything is pending
 
@@ -131,6 +137,8 @@ class Writer:
         self._last_flush = time.monotonic()
         self.groups_committed = 0
         self._listeners: list[Callable[[], None]] = []
+        self._settlement_listeners: list[Callable[[list[str]], None]] = []
+        self._settled: list[str] = []
         self._thread = threading.Thread(target=self._run, name="metering-writer", daemon=True)
         self._thread.start()
 
@@ -151,6 +159,10 @@ class Writer:
         item = _Call(fn)
         self._queue.put(item)
         return item.future.result()
+
+    def on_settle(self, listener: Callable[[list[str]], None]) -> None:
+        """Call `listener(request_ids)` after a commit that settled reservations (on the writer thread)."""
+        self._settlement_listeners.append(listener)
 
     def on_ingest(self, listener: Callable[[], None]) -> None:
         """Call `listener` (quickly: it runs on the writer thread) after each ingest commit."""
@@ -212,8 +224,13 @@ class Writer:
                 group.append(more)
                 size += len(more)
             group.sort(key=lambda item: isinstance(item.batch, UnpricedTable))  # priced records first
+            self._settled = []
             self._transaction(group, lambda g=group: self._ingest_group(g))
             self.groups_committed += 1
+            settled, self._settled = self._settled, []
+            if settled and group[0].future.exception() is None:
+                for settle in self._settlement_listeners:
+                    settle(settled)
             for listener in self._listeners:
                 listener()
             self._maybe_flush()
@@ -274,6 +291,8 @@ class Writer:
                 ((inserted,),) = self._con.execute(_INSERT_LEDGER, received).fetchall()
                 count += inserted
             self._unflushed += count
+            if count:
+                self._after_insert(lo, self._seq)
             if count == n:
                 return [[ACCEPTED_OUTCOME] * len(item) for item in group]
             self._con.register("ingest_batch", candidates)
@@ -288,6 +307,14 @@ class Writer:
             results.append(outcomes[start:start + len(item)])
             start += len(item)
         return results
+
+    def _after_insert(self, lo: int, hi: int) -> None:
+        """In the inserting transaction: the budgets' spend advanced, and the reservations of the
+        request_ids just stored settled (the hold goes, the actual cost counts)."""
+        spend.advance(self._con, lo=lo, hi=hi)
+        settled = self._con.execute(_SETTLE, {"lo": lo, "hi": hi, "now": naive_utc(self._store.clock())}).fetchall()
+        if settled:
+            self._settled.extend(rid for (rid,) in settled)
 
     def _settle(self, batch: pa.Table, ids: list[str], first: dict[str, int], lo: int) -> list[Outcome]:
         """Outcomes when not every row was inserted: duplicates, conflicts, costs out of range."""

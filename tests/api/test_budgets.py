@@ -3,7 +3,7 @@ restarts, and period rollover in a non-UTC zone."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -182,46 +182,54 @@ def test_a_key_sees_only_its_own_alerts(client, two_keys):
     assert len(alerts_of(client, SECRET_B)) == 1
 
 
-def test_cached_status_stays_exact_through_ingest_flush_rerating_and_a_new_key(client, store):
-    """The status cache holds sums over the rolled-up part only, keyed by the rollup's state: every
-    status it helps answer equals one computed from scratch, whatever moved in between."""
+def test_budget_counters_stay_exact_through_ingest_flush_rerating_and_a_new_key(client, store):
+    """Each budget's spend counters (store.spend, advanced in the inserting commit) give the status
+    that summing the ledger gives, whatever moved in between (issue 16)."""
+    from metering import budgets as rules
     from metering.services import reprice
     from metering.services.budgets import status
+    from metering.store import budgets as table
     from metering.store.budgets import active
 
     ctx = client.app.state.ctx
-    cache = ctx.status_cache
-    for scope in ({"api_key_id": "key-a"}, {"account_id": "acct-x"}, {"all": True}):
+    for scope in ({"api_key_id": "key-a"}, {"account_id": "acct-x"}, {"all": True}, {"tag": {"project": "p"}}):
         budget(client, scope=scope, forecast=True)
 
     def compare() -> None:
+        now = store.clock()
         with store.reading() as cur:
             for b in active(cur):
-                cached = status(cur, b, now=store.clock(), cache=cache).as_json()
-                again = status(cur, b, now=store.clock(), cache=cache).as_json()
-                fresh = status(cur, b, now=store.clock()).as_json()
-                assert cached == again == fresh, b.scope
+                counted = status(cur, b, now=now)
+                start, end = rules.period_bounds(b.period, b.tz, now)
+                lo = min(start, rules.utc_hour(now) - timedelta(days=rules.PROFILE_DAYS))
+                summed = table.hourly(cur, b, period_start=start, lo=lo, end=end)  # from the ledger and rollup
+                spent = sum(inside for inside, _ in summed.values())
+                projected = rules.project(spent=spent, now=now, period_start=start, period_end=end,
+                                          hourly={h: t for h, (_, t) in summed.items()})
+                assert (counted.spent, counted.projected) == (spent, projected), b.scope
 
     spend(client, 3, at="2026-11-24T10:00:00Z")
     spend(client, 2, key="key-z", at="2026-11-25T09:00:00Z")
-    compare()  # all of it still in the unrolled tail
-    store.writer.call(store.writer.flush)
-    compare()  # rolled up: a new rollup state
-    hits = cache.hits
+    r = client.post("/v1/usage", json=record("tagged", tags={"project": "p"}, **MILLION_INPUT), headers=auth(INGEST))
+    assert r.status_code == 200
     compare()
-    assert cache.hits > hits  # the same state: answered from the cache
+    store.writer.call(store.writer.flush)
+    compare()
+    spend(client, 3, start=0, at="2026-11-24T10:00:00Z")  # duplicates: counted once
     spend(client, 4, start=10, at="2026-11-25T10:00:00Z")
-    compare()  # cached rolled-up part plus a new tail
+    compare()
     r = client.post("/v1/rates", headers=auth(ADMIN), json={
         "model": "minimax-m2-7", "effective_from": "2026-11-01T00:00:00Z",
         "input": {"current": "0.20", "list": "0.30"}, "cached_input": {"current": "0.02", "list": "0.06"},
         "output": {"current": "0.50", "list": "1.20"}})
     assert r.status_code == 201, r.text
     reprice.reprice(ctx, start="2026-11-01", end="2026-11-26", dry_run=False)
-    compare()  # re-rated: the rolled-up sums changed under the same watermark
-    store.add_key(api_key_id="key-z", account_id="acct-x", name=None, secret_sha256="f" * 64)
-    compare()  # key-z's spend now counts for acct-x
-    assert len(cache) == 3  # one entry a budget: newer states replaced older ones
+    compare()  # re-rated: the counters follow the new prices
     with store.reading() as cur:
         account = next(b for b in active(cur) if b.scope.kind == "account")
-        assert status(cur, account, now=store.clock(), cache=cache).spent > 0
+        assert status(cur, account, now=store.clock()).spent == 0  # key-z is not registered yet
+    store.add_key(api_key_id="key-z", account_id="acct-x", name=None, secret_sha256="f" * 64)
+    compare()  # key-z's spend now counts for acct-x
+    with store.reading() as cur:
+        tagged = next(b for b in active(cur) if b.scope.kind == "tag")
+        assert status(cur, account, now=store.clock()).spent > 0 and status(cur, tagged, now=store.clock()).spent > 0
