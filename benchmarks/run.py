@@ -14,7 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-SUITES = ("ingest", "otlp", "imports", "reports", "reconcile", "budgets", "concurrent", "pricing", "client")
+SUITES = ("ingest", "otlp", "imports", "reports", "reconcile", "budgets", "concurrent", "reservations", "pricing",
+          "client")
 
 
 def markdown(results: list[dict]) -> str:

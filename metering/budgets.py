@@ -36,7 +36,7 @@ PROFILE_DAYS = 7
 ANOMALY_DAYS = 14
 ANOMALY_FACTOR = 3
 ANOMALY_MIN_HISTORY_DAYS = 3
-MAX_AMOUNT = Decimal(1_000_000_000)
+MAX_AMOUNT = Decimal(9_000_000)  # budget amounts are stored as BIGINT pico-dollars (at most 9.2 million USD)
 
 
 def period_bounds(period: str, tz: str, now: datetime) -> tuple[datetime, datetime]:
@@ -226,7 +226,8 @@ def parse_budget(body: Any, *, allow_link_local: bool = False) -> dict[str, Any]
     except InvalidOperation:
         amount = None
     if amount is None or not amount.is_finite() or amount <= 0 or amount > MAX_AMOUNT:
-        raise BadRequest(f'amount: must be a positive decimal string such as "100.00", got {str(amount_text)[:40]!r}')
+        raise BadRequest(f'amount: must be a positive decimal string such as "100.00", at most {MAX_AMOUNT:,} USD, '
+                         f'got {str(amount_text)[:40]!r}')
     try:
         amount_pico = from_usd(amount)
     except ValueError:

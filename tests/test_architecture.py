@@ -5,7 +5,7 @@ it, no import cycle, no private name imported from another module, no SQL outsid
     services   services/                                           the use cases: one API for HTTP and CLI
     store      store/ (DuckDB: the only SQL), lake/ beside it
     domain     records, batch, tokenclasses, ratecard, pricing, timewindows, budgets, webhook_urls,
-               signing, access, otlp, reconcile                     pure rules
+               signing, access, otlp, reconcile, reservations       pure rules
     base       errors, settings
 
 The client (`metering.client`) runs in the gateway's process: it imports nothing of the server, and
@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "metering"
 LAYERS = ("base", "domain", "store", "services", "entry")
 DOMAIN = {"records", "batch", "tokenclasses", "ratecard", "pricing", "timewindows", "budgets", "webhook_urls",
-          "signing", "access", "otlp", "reconcile"}
+          "signing", "access", "otlp", "reconcile", "reservations"}
 
 
 def layer_of(module: str) -> str:

@@ -14,7 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering import __version__
-from metering.api import budgets, docs, errors, keys, rates, reconcile, reports, traces, usage
+from metering.api import budgets, docs, errors, keys, rates, reconcile, reports, reservations, traces, usage
 from metering.api.auth import TokenCheck
 from metering.api.deps import AnyRole
 from metering.api.limits import ReadLimiter
@@ -66,6 +66,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         app.state.store = store if store is not None else open_store(settings)
         app.state.ctx = ctx = Context(app.state.store, settings)
         budgets_service.track_untracked(ctx)
+        ctx.admission  # noqa: B018 (the open holds read back before the first request)
         app.state.tokens = TokenCheck(
             admin_token=settings.admin_token, ingest_token=settings.ingest_token, store=app.state.store
         )
@@ -114,6 +115,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(rates.router)
     app.include_router(reports.router)
     app.include_router(budgets.router)
+    app.include_router(reservations.router)
     app.include_router(docs.router)
     app.include_router(reconcile.router)
     return app

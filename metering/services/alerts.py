@@ -22,6 +22,7 @@ from metering import budgets as rules
 from metering.access import KEY, UNASSIGNED, Principal
 from metering.budgets import Budget
 from metering.pricing import usd_string
+from metering.services import reservations
 from metering.services.budgets import status
 from metering.services.context import Context
 from metering.services.statuscache import StatusCache
@@ -180,6 +181,7 @@ class Evaluator:
             self._trigger.clear()
             try:
                 self.evaluate()
+                reservations.expire(self._ctx)
             except Exception:
                 log.exception("budget evaluation failed")
 

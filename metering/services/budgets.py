@@ -31,6 +31,7 @@ def create(ctx: Context, *, body: Any) -> dict[str, Any]:
     now = ctx.now()
     since = track_from(values["period"], values["tz"], now)
     budget = ctx.store.writer.call(lambda con: table.insert(con, values, now=now, track_from=since))
+    ctx.store.touch("budgets")
     out = budget.as_json()
     if "webhook_secret" not in body and budget.webhook_secret:
         out["webhook_secret"] = budget.webhook_secret  # generated: shown once, keep it to verify signatures
@@ -55,6 +56,7 @@ def track_untracked(ctx: Context) -> None:
 
 def delete(ctx: Context, *, budget_id: str) -> None:
     ctx.store.writer.call(lambda con: table.delete(con, budget_id, now=ctx.now()))
+    ctx.store.touch("budgets")
 
 
 # --- who sees what -----------------------------------------------------------------------------------------
@@ -122,7 +124,7 @@ def budget_status(ctx: Context, *, budget_id: str, principal: Principal) -> dict
         view = view_of(principal, budget)
         key_id = principal.key.api_key_id if principal.key is not None else None
         st = status(cur, budget, now=ctx.now(), cache=ctx.status_cache, with_projection=view != "covering",
-                    key=key_id)
+                    key=key_id, held=ctx.admission.held(budget.id, budget.basis))
     return st.as_json(view=view)
 
 
@@ -142,7 +144,7 @@ def key_status(ctx: Context, *, api_key_id: str | None, principal: Principal) ->
         for budget in budgets_:
             view = view_of(principal, budget)
             st = status(cur, budget, now=now, cache=ctx.status_cache, state=state,
-                        with_projection=view != "covering", key=key_id)
+                        with_projection=view != "covering", key=key_id, held=ctx.admission.held(budget.id, budget.basis))
             statuses.append(st.as_json(view=view))
     return {"api_key_id": key_id, "account_id": account, "budgets": statuses,
             "exceeded": any(s["exceeded"] for s in statuses)}
@@ -182,7 +184,8 @@ def _spent(cur: duckdb.DuckDBPyConnection, budget: Budget, start: datetime, end:
 
 
 def status(cur: duckdb.DuckDBPyConnection, budget: Budget, *, now: datetime, with_projection: bool = True,
-           cache: StatusCache | None = None, state: RollupState | None = None, key: str | None = None) -> Status:
+           cache: StatusCache | None = None, state: RollupState | None = None, key: str | None = None,
+           held: int = 0) -> Status:
     """A budget's spend in its current period and, with the projection, its forecast at the end, from
     the budget's own spend counters (store.spend: per 15-minute slot, exact at every commit), from the
     profile's first day or the period's start, if earlier, to the period's end; with `key`, that key's
@@ -203,4 +206,4 @@ def status(cur: duckdb.DuckDBPyConnection, budget: Budget, *, now: datetime, wit
     key_spent = None
     if key is not None:
         key_spent = spent if budget.scope.is_key(key) else _spent(cur, budget.share_of(key), start, end, cache, state)
-    return Status(budget, start, end, spent, projected, key_spent=key_spent)
+    return Status(budget, start, end, spent, projected, held=held, key_spent=key_spent)

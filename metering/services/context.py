@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from metering.pricing import units_table
 from metering.ratecard import load_rate_card
+from metering.services.admission import Admission
 from metering.services.statuscache import StatusCache
 from metering.settings import Settings
 from metering.store.db import Store
@@ -23,6 +24,14 @@ class Context:
     settings: Settings = field(default_factory=Settings)
     status_cache: StatusCache = field(default_factory=StatusCache)
     _units: tuple[tuple, pa.Table] | None = field(default=None, repr=False)
+    _admission: Admission | None = field(default=None, repr=False)
+
+    @property
+    def admission(self) -> Admission:
+        """The open reservation holds of this store (made on first use; one per context)."""
+        if self._admission is None:
+            self._admission = Admission(self.store, self.store.clock)
+        return self._admission
 
     def now(self) -> datetime:
         return self.store.clock()

@@ -115,6 +115,7 @@ class Store:
         self._con = open_connection(self.path, memory_limit=memory_limit)
         self._lock = threading.Lock()
         self._closed = False
+        self._versions: dict[str, int] = {}
         migrate(self._con, now=clock())
         self.card = self._load_card()
         self._keys_by_digest: dict[str, ApiKey] = {}
@@ -147,6 +148,25 @@ class Store:
                 raise RuntimeError("store is closed")
             return self._con.cursor()
 
+    def commit_apart(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+        """Run fn(cursor) in a short transaction of its own beside the writer's, committed (durable)
+        before this returns. Only for small writes on the request path that must not wait behind a
+        group commit of ingest and touch no row the writer changes (reservation holds); every other
+        write goes through the writer."""
+        cur = self.cursor()
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                result = fn(cur)
+                cur.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+                raise
+            return result
+        finally:
+            cur.close()
+
     @contextlib.contextmanager
     def reading(self, *, timeout: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor inside one read transaction: every query in the block sees the same snapshot.
@@ -168,6 +188,14 @@ class Store:
             with contextlib.suppress(duckdb.Error):
                 cur.execute("ROLLBACK")
             cur.close()
+
+    def touch(self, table: str) -> None:
+        """Note that a table changed (for caches of it kept above the store)."""
+        with self._lock:
+            self._versions[table] = self._versions.get(table, 0) + 1
+
+    def version(self, table: str) -> int:
+        return self._versions.get(table, 0)
 
     def record_count(self) -> int:
         with self.reading() as cur:

@@ -56,6 +56,11 @@ ROUTES = [
     ("GET", "/v1/budgets/{budget_id}/status", "/v1/budgets/{budget_a}/status", None, {"admin": 200, "key_a": 200}),
     ("DELETE", "/v1/budgets/{budget_id}", "/v1/budgets/{budget_a}", None, {"admin": 204}),
     ("GET", "/v1/alerts", "/v1/alerts", None, {"admin": 200, "key_a": 200, "key_b": 200}),
+    ("POST", "/v1/reservations", "/v1/reservations",
+     lambda: {"request_id": f"res-{next(_ids)}", "api_key_id": "key-a", "model": "minimax-m2-7",
+              "max_output_tokens": 10}, {"admin": 200, "ingest": 200}),
+    ("GET", "/v1/reservations/{request_id}", "/v1/reservations/res-seed", None, {"admin": 200, "ingest": 200}),
+    ("DELETE", "/v1/reservations/{request_id}", "/v1/reservations/res-seed", None, {"admin": 200, "ingest": 200}),
 ]
 CASES = [(m, path, b, role, expected.get(role, 401 if role in ("none", "wrong") else 403))
          for m, _, path, b, expected in ROUTES for role in TOKENS]
@@ -65,6 +70,8 @@ CASES = [(m, path, b, role, expected.get(role, 401 if role in ("none", "wrong") 
                          ids=[f"{c[0]} {c[1]} as {c[3]}" for c in CASES])
 def test_route_and_role(client, two_keys, method, path, body, role, status):
     client.post("/v1/usage", json=record("seed-a", api_key_id="key-a"), headers=auth(INGEST))
+    client.post("/v1/reservations", json={"request_id": "res-seed", "api_key_id": "key-a", "model": "minimax-m2-7",
+                                          "max_output_tokens": 10}, headers=auth(INGEST))
     budget = client.post("/v1/budgets", json={"scope": {"api_key_id": "key-a"}, "amount": "5"}, headers=auth(ADMIN))
     path = path.replace("{budget_a}", budget.json()["id"])
     headers = auth(TOKENS[role]) if TOKENS[role] else {}

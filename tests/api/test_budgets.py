@@ -233,3 +233,10 @@ def test_budget_counters_stay_exact_through_ingest_flush_rerating_and_a_new_key(
     with store.reading() as cur:
         tagged = next(b for b in active(cur) if b.scope.kind == "tag")
         assert status(cur, account, now=store.clock()).spent > 0 and status(cur, tagged, now=store.clock()).spent > 0
+
+
+def test_an_amount_beyond_what_is_stored_is_a_400_not_a_500(client):
+    r = client.post("/v1/budgets", json={"scope": {"all": True}, "amount": "100000000"}, headers=auth(ADMIN))
+    assert r.status_code == 400 and "amount" in r.json()["error"]["message"]
+    assert client.post("/v1/budgets", json={"scope": {"all": True}, "amount": "9000000"},
+                       headers=auth(ADMIN)).status_code == 201
