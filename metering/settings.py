@@ -38,6 +38,8 @@ GATEWAY_ENVIRONMENT = {
     "METERING_URL": "base URL of the metering service the gateway reports to",
     "METERING_INGEST_TOKEN": "the ingest token the gateway sends usage with",
     "METERING_SPOOL_DIR": "directory of the client's disk spool (unset: an in-memory queue, lost on exit)",
+    "METERING_RESERVE": "1 to reserve each call's most possible cost before the call (the proxy's pre-call hook); "
+                        "a deny becomes LiteLLM's budget error",
 }
 
 
@@ -65,6 +67,7 @@ class GatewaySettings:
     url: str
     ingest_token: str
     spool_dir: Path | None = None
+    reserve: bool = False  # reserve before each call (the proxy's pre-call hook)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> GatewaySettings:
@@ -75,7 +78,8 @@ class GatewaySettings:
                                 "URL and its ingest token (see docs/integrations.md)")
         spool = env.get("METERING_SPOOL_DIR")
         return cls(url=env["METERING_URL"], ingest_token=env["METERING_INGEST_TOKEN"],
-                   spool_dir=Path(spool) if spool else None)
+                   spool_dir=Path(spool) if spool else None,
+                   reserve=env.get("METERING_RESERVE", "") in ("1", "true", "yes"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@
 See docs/integrations.md for the guarantees.
 """
 
-from metering.client._client import ClientError, UsageClient
+from metering.client._client import ClientError, Reservation, UsageClient
 from metering.client._spool import QueueFull, Rejected
 
-__all__ = ["ClientError", "QueueFull", "Rejected", "UsageClient"]
+__all__ = ["ClientError", "QueueFull", "Rejected", "Reservation", "UsageClient"]

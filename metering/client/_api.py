@@ -1,8 +1,8 @@
 """The service's HTTP API as a gateway uses it, and what each answer means for the records sent.
 
 One `httpx.Client` (a keep-alive connection pool, safe to share between threads) carries every
-call: the background sender's `POST /v1/usage` now, and later plain synchronous calls on the
-request path such as budget reservations (`POST /v1/reservations`, `DELETE /v1/reservations/{id}`).
+call: the background sender's `POST /v1/usage`, and the plain synchronous calls on the request path,
+budget reservations (`POST /v1/reservations`, `DELETE /v1/reservations/{id}`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -38,6 +39,13 @@ class Api:
     def post_usage(self, lines: list[bytes]) -> httpx.Response:
         body = b"\n".join(lines) + b"\n"
         return self.http.post("/v1/usage", content=body, headers={"Content-Type": "application/x-ndjson"})
+
+    def reserve(self, body: dict) -> httpx.Response:
+        return self.http.post("/v1/reservations", content=orjson.dumps(body),
+                              headers={"Content-Type": "application/json"})
+
+    def release(self, request_id: str) -> httpx.Response:
+        return self.http.delete(f"/v1/reservations/{quote(request_id, safe='')}")
 
     def close(self) -> None:
         self.http.close()

@@ -11,6 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,18 @@ log = logging.getLogger("metering.client")
 class ClientError(Exception):
     """The client cannot deliver: the service refused its token (401/403) or its URL (404/405).
     The records are kept (in the spool, or in memory: `unsent()`); nothing is dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The service's decision: `allowed` (the hold is `held` USD) or not (`reason`, `denied_by`)."""
+
+    request_id: str
+    allowed: bool
+    held: str
+    reason: str | None = None
+    denied_by: tuple[str, ...] = ()
+    budgets: tuple[dict, ...] = ()
 
 
 class _Abandon(Exception):
@@ -197,6 +210,42 @@ class UsageClient:
         if isinstance(self._buffer, MemoryBuffer):
             return self._buffer.unsent()
         raise TypeError("with a spool, unsent records are in the spool directory; a new client sends them")
+
+    # --- budget reservations (synchronous: on the gateway's request path) ----------------------------
+
+    def reserve(self, request_id: str, *, api_key_id: str, model: str, max_output_tokens: int,
+                max_input_tokens: int = 0, ttl_seconds: int = 600, tags: Mapping[str, str] | None = None) -> Reservation:
+        """Ask before a call whether it may be made: the service holds the most the call can cost
+        against the enforced budgets covering the key (`allowed`), or denies and holds nothing
+        (`reason` names the budget). Send the call's usage record with the same `request_id` to settle
+        the hold, or `release(request_id)` if the call failed. Raises ClientError when the service
+        cannot answer (unreachable, refused token): the gateway chooses to fail open or closed."""
+        body: dict[str, Any] = {"request_id": request_id, "api_key_id": api_key_id, "model": model,
+                                "max_input_tokens": max_input_tokens, "max_output_tokens": max_output_tokens,
+                                "ttl_seconds": ttl_seconds}
+        if tags:
+            body["tags"] = dict(tags)
+        answer = self._call(lambda: self._api.reserve(body))
+        return Reservation(request_id=request_id, allowed=answer["decision"] == "allow", held=answer.get("held", "0"),
+                           reason=answer.get("reason"), denied_by=tuple(answer.get("denied_by") or ()),
+                           budgets=tuple(answer.get("budgets") or ()))
+
+    def release(self, request_id: str) -> str:
+        """Give a hold back (the call failed); idempotent. Returns the reservation's status."""
+        return str(self._call(lambda: self._api.release(request_id))["status"])
+
+    def _call(self, request: Any) -> dict[str, Any]:
+        try:
+            response = request()
+        except httpx.HTTPError as exc:
+            raise ClientError(f"the metering service did not answer: {type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            try:
+                message = orjson.loads(response.content)["error"]["message"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                message = response.text[:200]
+            raise ClientError(f"{response.status_code}: {message}")
+        return orjson.loads(response.content)
 
     def stats(self) -> dict[str, int]:
         """Counts since start: sent (by send), posts, accepted, duplicates, rejected, retries, fsyncs."""

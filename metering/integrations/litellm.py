@@ -43,8 +43,10 @@ import asyncio
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -58,6 +60,8 @@ from metering.settings import GatewaySettings
 log = logging.getLogger("metering.integrations.litellm")
 
 DEFAULT_API_KEY_ID = "litellm"
+RESERVATION_KEY = "metering_request_id"  # in a call's metadata: the request_id its reservation holds under
+DEFAULT_MAX_OUTPUT_TOKENS = 4096  # a call that names no max_tokens is held at this many output tokens
 CALL_TYPES = frozenset({"completion", "acompletion", "text_completion", "atext_completion", "responses", "aresponses",
                         "anthropic_messages", "aanthropic_messages"})
 PROVIDERS = frozenset(str(getattr(p, "value", p)) for p in provider_list)
@@ -154,7 +158,8 @@ def usage_record(kwargs: Mapping[str, Any], response_obj: Any, end_time: Any = N
     usage = _plain(usage)
     endpoint = usage_shape(usage)
     metadata = logging_object.get("metadata") or (kwargs.get("litellm_params") or {}).get("metadata") or {}
-    request_id = _get(response_obj, "id") or logging_object.get("id") or kwargs.get("litellm_call_id")
+    reserved = ((kwargs.get("litellm_params") or {}).get("metadata") or {}).get(RESERVATION_KEY)
+    request_id = reserved or _get(response_obj, "id") or logging_object.get("id") or kwargs.get("litellm_call_id")
     model = logging_object.get("model_group") or kwargs.get("model") or logging_object.get("model")
     api_key_id = metadata.get("user_api_key_alias") or metadata.get("user_api_key_hash") or default_api_key_id
     record: dict[str, Any] = {
@@ -180,10 +185,13 @@ class MeteringCallback(CustomLogger):
     processes each get their own, and with a spool each its own lane of the spool directory)."""
 
     def __init__(self, client: UsageClient | None = None, *, settings: GatewaySettings | None = None,
-                 default_api_key_id: str = DEFAULT_API_KEY_ID, **kwargs: Any) -> None:
+                 default_api_key_id: str = DEFAULT_API_KEY_ID, reserve: bool = False,
+                 default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if client is None and settings is None:
             settings = GatewaySettings.from_env()  # fail at start-up, not at the first call
+        self.reserve = reserve or bool(settings is not None and settings.reserve)
+        self.default_max_output_tokens = default_max_output_tokens
         self._client = client
         self._settings = settings
         self._pid = os.getpid()
@@ -231,6 +239,62 @@ class MeteringCallback(CustomLogger):
             await asyncio.to_thread(self._send, record)  # an fsync: off the event loop
         else:
             self._send(record)
+
+
+    # --- budget reservations: the proxy asks before each call (reserve=True) -------------------------
+
+    async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any) -> dict:
+        """Before the proxy calls the model: reserve the most the call can cost (its prompt's tokens and
+        its max_tokens) under the call's own id; a deny becomes LiteLLM's BudgetExceededError, so the
+        caller gets the proxy's budget error and the model is never called. The usage record settles
+        the hold (it carries the same request_id); a failed call releases it."""
+        if not self.reserve or str(call_type).lstrip("a") not in _RESERVED_CALLS:
+            return data
+        import litellm
+
+        request_id = str(data.get("litellm_call_id") or uuid.uuid4())
+        data["litellm_call_id"] = request_id
+        metadata = data.setdefault("metadata", {})
+        metadata[RESERVATION_KEY] = request_id
+        api_key_id = (_get(user_api_key_dict, "key_alias") or _get(user_api_key_dict, "token")
+                      or self.default_api_key_id)
+        model = model_name(str(data.get("model") or ""))
+        max_output = int(data.get("max_tokens") or data.get("max_completion_tokens") or self.default_max_output_tokens)
+        try:
+            max_input = int(litellm.token_counter(model=str(data.get("model") or ""), messages=data.get("messages") or []))
+        except Exception:  # an unknown tokenizer: the hold covers the output only, and the log says so
+            log.warning("metering: could not count the prompt's tokens of call %s; holding its output only", request_id)
+            max_input = 0
+        answer = await asyncio.to_thread(self.client.reserve, request_id, api_key_id=str(api_key_id), model=model,
+                                         max_input_tokens=max_input, max_output_tokens=max_output)
+        if not answer.allowed:
+            denied = next((b for b in answer.budgets if b["id"] in answer.denied_by), None)
+            # LiteLLM's error takes floats; they are shown, never computed with.
+            spent = float(Decimal(denied["spent"]) + Decimal(denied["held"])) if denied else 0.0
+            limit = float(Decimal(denied["amount"])) if denied else 0.0
+            raise litellm.BudgetExceededError(current_cost=spent, max_budget=limit,
+                                              message=f"metering: {answer.reason}")
+        return data
+
+    async def async_post_call_failure_hook(self, request_data: dict, original_exception: Exception,
+                                           user_api_key_dict: Any, traceback_str: str | None = None) -> None:
+        """The call failed after its reservation: give the hold back."""
+        request_id = ((request_data or {}).get("metadata") or {}).get(RESERVATION_KEY)
+        if self.reserve and request_id and not isinstance(original_exception, _budget_error()):
+            try:
+                await asyncio.to_thread(self.client.release, request_id)
+            except Exception:
+                log.exception("metering: could not release the hold of failed call %s (it expires by itself)",
+                              request_id)
+
+
+_RESERVED_CALLS = {"completion", "text_completion", "responses", "anthropic_messages"}
+
+
+def _budget_error() -> type:
+    import litellm
+
+    return litellm.BudgetExceededError
 
 
 _handler: MeteringCallback | None = None

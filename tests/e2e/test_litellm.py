@@ -270,3 +270,56 @@ def test_gateway_settings_are_documented():
     text = (Path(__file__).parents[2] / "docs" / "integrations.md").read_text()
     for name in GATEWAY_ENVIRONMENT:
         assert f"`{name}`" in text, name
+
+
+# --- budget reservations (issue 17) -------------------------------------------------------------------
+
+
+def test_the_client_reserves_and_releases_against_the_real_server(server):
+    httpx.post(f"{server.url}/v1/budgets", json={"scope": {"api_key_id": "res-key"}, "amount": "0.0009",
+                                                  "enforce": True}, headers=auth(ADMIN)).raise_for_status()
+    with UsageClient(server.url, INGEST) as client:
+        first = client.reserve("cr-1", api_key_id="res-key", model=MODEL, max_input_tokens=1000, max_output_tokens=500)
+        second = client.reserve("cr-2", api_key_id="res-key", model=MODEL, max_input_tokens=1000, max_output_tokens=500)
+        third = client.reserve("cr-3", api_key_id="res-key", model=MODEL, max_input_tokens=1000, max_output_tokens=500)
+        assert (first.allowed, second.allowed, third.allowed) == (True, True, False)
+        assert first.held == "0.00045" and third.denied_by and "more than is left" in third.reason
+        assert client.release("cr-1") == "released" and client.release("cr-1") == "released"
+        assert client.reserve("cr-3", api_key_id="res-key", model=MODEL, max_input_tokens=1000,
+                              max_output_tokens=500).allowed
+    with UsageClient(server.url, "not-the-token-0123456789") as wrong, pytest.raises(Exception, match="401"):
+        wrong.reserve("cr-4", api_key_id="res-key", model=MODEL, max_output_tokens=1)
+
+
+def test_the_litellm_pre_call_hook_reserves_and_a_deny_is_litellms_budget_error(server):
+    from litellm.proxy._types import UserAPIKeyAuth
+
+    httpx.post(f"{server.url}/v1/budgets", json={"scope": {"api_key_id": "proxy-key"}, "amount": "0.001",
+                                                  "enforce": True}, headers=auth(ADMIN)).raise_for_status()
+    client = UsageClient(server.url, INGEST)
+    callback = MeteringCallback(client, reserve=True)
+    user = UserAPIKeyAuth(api_key="sk-proxy", key_alias="proxy-key")
+
+    async def call(i: int) -> dict:
+        data = {"model": f"openai/{MODEL}", "max_tokens": 1000, "litellm_call_id": f"proxy-call-{i}",
+                "messages": [{"role": "user", "content": "hello there"}]}
+        return await callback.async_pre_call_hook(user, None, data, "acompletion")
+
+    first = asyncio.run(call(1))  # holds up to 1,000 output tokens (0.0006) and the prompt's few tokens
+    assert first["metadata"]["metering_request_id"] == "proxy-call-1"
+    held = httpx.get(f"{server.url}/v1/reservations/proxy-call-1", headers=auth(INGEST)).json()
+    assert held["status"] == "held" and Decimal(held["held"]) > Decimal("0.0006")
+    with pytest.raises(litellm.BudgetExceededError, match="more than is left"):
+        asyncio.run(call(2))
+    asyncio.run(callback.async_post_call_failure_hook({"metadata": {"metering_request_id": "proxy-call-1"}},
+                                                      RuntimeError("upstream 500"), user))
+    assert httpx.get(f"{server.url}/v1/reservations/proxy-call-1", headers=auth(INGEST)).json()["status"] == "released"
+    data = asyncio.run(call(3))  # room again; the call's usage record settles its hold
+    kwargs = {"call_type": "acompletion", "model": f"openai/{MODEL}", "litellm_call_id": "proxy-call-3",
+              "litellm_params": {"metadata": data["metadata"] | {"user_api_key_alias": "proxy-key"}}}
+    record = integration.usage_record(kwargs, litellm.ModelResponse(**mock("chatcmpl-proxy-3", 20, 0, 100, 0)))
+    assert record["request_id"] == "proxy-call-3"
+    client.send(record)
+    assert client.flush(timeout=30)
+    client.close()
+    assert httpx.get(f"{server.url}/v1/reservations/proxy-call-3", headers=auth(INGEST)).json()["status"] == "settled"
