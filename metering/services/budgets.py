@@ -8,13 +8,13 @@ Admin and the gateway (ingest, for enforcement) see every figure.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
 
 from metering import budgets as rules
-from metering.access import KEY, UNASSIGNED, Principal
+from metering.access import INGEST, KEY, UNASSIGNED, Principal
 from metering.budgets import Budget, Status
 from metering.errors import BadRequest, Forbidden
 from metering.services.context import Context
@@ -122,7 +122,7 @@ def budget_status(ctx: Context, *, budget_id: str, principal: Principal) -> dict
     with ctx.store.reading() as cur:
         budget = _get_visible(ctx, cur, principal, budget_id)
         view = view_of(principal, budget)
-        key_id = principal.key.api_key_id if principal.key is not None else None
+        key_id = principal.key.api_key_id if principal.key is not None else None  # a key's own share
         st = status(cur, budget, now=ctx.now(), cache=ctx.status_cache, with_projection=view != "covering",
                     key=key_id, held=ctx.admission.held(budget.id, budget.basis))
     return st.as_json(view=view)
@@ -139,12 +139,15 @@ def key_status(ctx: Context, *, api_key_id: str | None, principal: Principal) ->
     now = ctx.now()
     with ctx.store.reading() as cur:
         budgets_ = covering(cur, table.active(cur), api_key_id=key_id, account_id=account, now=now)
-        state = RollupState.read(cur) if budgets_ else None
+        # The key's own share of wider budgets: for the key and for admin; the gateway's check (the hot
+        # path before every call) does without it.
+        share = key_id if principal.role != INGEST else None
+        state = RollupState.read(cur) if budgets_ and share is not None else None
         statuses = []
         for budget in budgets_:
             view = view_of(principal, budget)
             st = status(cur, budget, now=now, cache=ctx.status_cache, state=state,
-                        with_projection=view != "covering", key=key_id, held=ctx.admission.held(budget.id, budget.basis))
+                        with_projection=view != "covering", key=share, held=ctx.admission.held(budget.id, budget.basis))
             statuses.append(st.as_json(view=view))
     return {"api_key_id": key_id, "account_id": account, "budgets": statuses,
             "exceeded": any(s["exceeded"] for s in statuses)}
@@ -193,11 +196,7 @@ def status(cur: duckdb.DuckDBPyConnection, budget: Budget, *, now: datetime, wit
     start, end = rules.period_bounds(budget.period, budget.tz, now)
     history_start = rules.utc_hour(now) - timedelta(days=rules.PROFILE_DAYS)
     lo = min(start, history_start) if with_projection else start
-    hourly: dict[datetime, tuple[int, int]] = {}
-    for slot, pico in spend.slots(cur, budget_id=budget.id, basis=budget.basis, lo=lo, end=end).items():
-        hour = slot.replace(minute=0, tzinfo=UTC)
-        inside, total = hourly.get(hour, (0, 0))
-        hourly[hour] = (inside + (pico if slot.replace(tzinfo=UTC) >= start else 0), total + pico)
+    hourly = spend.hourly(cur, budget_id=budget.id, basis=budget.basis, period_start=start, lo=lo, end=end)
     spent = sum(inside for inside, _ in hourly.values())
     projected = spent
     if with_projection:

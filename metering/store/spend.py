@@ -10,7 +10,7 @@ budgets.Scope): a key, an account ('unassigned' for unregistered keys), a tag va
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import duckdb
 
@@ -72,13 +72,16 @@ def forget(con: duckdb.DuckDBPyConnection, *, budget_id: str) -> None:
     con.execute("DELETE FROM budget_spend WHERE budget_id = ?", [budget_id])
 
 
-def slots(cur: duckdb.DuckDBPyConnection, *, budget_id: str, basis: str, lo: datetime,
-          end: datetime) -> dict[datetime, int]:
-    """The budget's spend per slot in [lo, end) on a basis (cost | list_cost), slots with spend only."""
+def hourly(cur: duckdb.DuckDBPyConnection, *, budget_id: str, basis: str, period_start: datetime, lo: datetime,
+           end: datetime) -> dict[datetime, tuple[int, int]]:
+    """The budget's spend per UTC hour in [lo, end) on a basis (cost | list_cost): (inside the period that
+    starts at `period_start`, all of the hour); hours with spend only."""
     column = "cost_pico" if basis == "cost" else "list_cost_pico"
-    rows = cur.execute(f"SELECT slot, {column} FROM budget_spend WHERE budget_id = ? AND slot >= ? AND slot < ?",  # noqa: S608
-                       [budget_id, naive_utc(lo), naive_utc(end)]).fetchall()
-    return {slot: int(pico) for slot, pico in rows}
+    rows = cur.execute(f"SELECT date_trunc('hour', slot) AS h, sum({column}) FILTER (WHERE slot >= $start), "  # noqa: S608
+                       f"sum({column}) FROM budget_spend WHERE budget_id = $id AND slot >= $lo AND slot < $end "
+                       "GROUP BY h", {"id": budget_id, "start": naive_utc(period_start), "lo": naive_utc(lo),
+                                      "end": naive_utc(end)}).fetchall()
+    return {h.replace(tzinfo=UTC): (int(inside or 0), int(total)) for h, inside, total in rows}
 
 
 def spent_in(cur: duckdb.DuckDBPyConnection, windows: list[tuple[str, str, datetime, datetime]]) -> dict[str, int]:
