@@ -38,7 +38,7 @@ class Admission:
         with store.reading() as cur:
             for row in table.held(cur):
                 self.add(row)
-        store.writer.on_settle(self.settled)
+        store.writer.on_settle(self.settled, holds_open=lambda: bool(self._holds))
 
     def enforced(self, read: Callable[[], list[Budget]]) -> list[Budget]:
         """The active budgets that enforce their amount, read again only when budgets changed."""

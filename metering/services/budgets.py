@@ -30,8 +30,12 @@ def create(ctx: Context, *, body: Any) -> dict[str, Any]:
     values = rules.parse_budget(body, allow_link_local=ctx.settings.webhook_allow_link_local)
     now = ctx.now()
     since = track_from(values["period"], values["tz"], now)
-    budget = ctx.store.writer.call(lambda con: table.insert(con, values, now=now, track_from=since))
-    ctx.store.touch("budgets")
+    def insert(con: Any) -> Budget:
+        budget = table.insert(con, values, now=now, track_from=since)
+        ctx.store.touch("budgets")  # on the writer, in the transaction: the next group counts for it
+        return budget
+
+    budget = ctx.store.writer.call(insert)
     out = budget.as_json()
     if "webhook_secret" not in body and budget.webhook_secret:
         out["webhook_secret"] = budget.webhook_secret  # generated: shown once, keep it to verify signatures
@@ -55,8 +59,11 @@ def track_untracked(ctx: Context) -> None:
 
 
 def delete(ctx: Context, *, budget_id: str) -> None:
-    ctx.store.writer.call(lambda con: table.delete(con, budget_id, now=ctx.now()))
-    ctx.store.touch("budgets")
+    def delete_(con: Any) -> None:
+        table.delete(con, budget_id, now=ctx.now())
+        ctx.store.touch("budgets")
+
+    ctx.store.writer.call(delete_)
 
 
 # --- who sees what -----------------------------------------------------------------------------------------

@@ -124,6 +124,7 @@ def release(ctx: Context, *, request_id: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no reservation with request_id {request_id[:200]!r}")
     moved = ctx.store.writer.call(lambda con: table.close(con, [request_id], status="released", now=ctx.now()))
+    ctx.store.touch("reservations")
     ctx.admission.drop(moved)
     with ctx.store.reading() as cur:
         row = table.get(cur, request_id)
@@ -148,4 +149,6 @@ def expire(ctx: Context) -> list[str]:
     due = ctx.admission.expired()
     if not due:
         return []
-    return ctx.store.writer.call(lambda con: table.close(con, due, status="expired", now=ctx.now()))
+    moved = ctx.store.writer.call(lambda con: table.close(con, due, status="expired", now=ctx.now()))
+    ctx.store.touch("reservations")
+    return moved

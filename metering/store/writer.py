@@ -139,6 +139,8 @@ class Writer:
         self._listeners: list[Callable[[], None]] = []
         self._settlement_listeners: list[Callable[[list[str]], None]] = []
         self._settled: list[str] = []
+        self._seen: dict[str, tuple[int, bool]] = {}
+        self._holds_open: Callable[[], bool] | None = None  # table -> (store version, has rows that matter)
         self._thread = threading.Thread(target=self._run, name="metering-writer", daemon=True)
         self._thread.start()
 
@@ -160,9 +162,12 @@ class Writer:
         self._queue.put(item)
         return item.future.result()
 
-    def on_settle(self, listener: Callable[[list[str]], None]) -> None:
-        """Call `listener(request_ids)` after a commit that settled reservations (on the writer thread)."""
+    def on_settle(self, listener: Callable[[list[str]], None], *, holds_open: Callable[[], bool] | None = None) -> None:
+        """Call `listener(request_ids)` after a commit that settled reservations (on the writer thread).
+        `holds_open()`, when given, says whether any hold may be open (cheaper than counting the table)."""
         self._settlement_listeners.append(listener)
+        if holds_open is not None:
+            self._holds_open = holds_open
 
     def on_ingest(self, listener: Callable[[], None]) -> None:
         """Call `listener` (quickly: it runs on the writer thread) after each ingest commit."""
@@ -310,11 +315,26 @@ class Writer:
 
     def _after_insert(self, lo: int, hi: int) -> None:
         """In the inserting transaction: the budgets' spend advanced, and the reservations of the
-        request_ids just stored settled (the hold goes, the actual cost counts)."""
-        spend.advance(self._con, lo=lo, hi=hi)
-        settled = self._con.execute(_SETTLE, {"lo": lo, "hi": hi, "now": naive_utc(self._store.clock())}).fetchall()
-        if settled:
-            self._settled.extend(rid for (rid,) in settled)
+        request_ids just stored settled (the hold goes, the actual cost counts). Each is one statement
+        a group, skipped while there is no budget, or no held reservation (known from the tables, read
+        again when the store says they changed)."""
+        if self._any("budgets", "SELECT count(*) FROM budgets WHERE deleted_at IS NULL"):
+            spend.advance(self._con, lo=lo, hi=hi)
+        holds = self._holds_open() if self._holds_open is not None else self._any(
+            "reservations", "SELECT count(*) FROM reservations WHERE status = 'held'")
+        if holds:
+            settled = self._con.execute(_SETTLE, {"lo": lo, "hi": hi, "now": naive_utc(self._store.clock())}).fetchall()
+            if settled:
+                self._settled.extend(rid for (rid,) in settled)
+                self._seen.pop("reservations", None)  # perhaps none held now: count again next time
+
+    def _any(self, table: str, count_sql: str) -> bool:
+        version = self._store.version(table)
+        seen = self._seen.get(table)
+        if seen is None or seen[0] != version:
+            seen = (version, self._con.execute(count_sql).fetchall()[0][0] > 0)
+            self._seen[table] = seen
+        return seen[1]
 
     def _settle(self, batch: pa.Table, ids: list[str], first: dict[str, int], lo: int) -> list[Outcome]:
         """Outcomes when not every row was inserted: duplicates, conflicts, costs out of range."""
