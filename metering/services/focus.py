@@ -4,7 +4,9 @@ Rows are billing lines: usage per charge day (a day of the billing time zone) x 
 x unit price x the record's tag set, and, on the first open month, corrections (`ChargeClass` =
 `Correction`) per usage month, with `ChargePeriodStart/End` of the usage month and
 `BillingPeriodStart/End` of the month that bills them. A closed month's rows are stored by the close and
-rendered from the store; every FOCUS column is derived from a line by one function (`render`).
+rendered from the store; every FOCUS column is derived from a line by one function (`render`). A row
+billed on a closed month carries the closed statement as its `InvoiceId` (`ACCOUNT/YYYY-MM`); rows of
+open months have none yet.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ CORRECTION = "Correction"
 FOCUS_STRING_NULLS = (
     "AvailabilityZone", "CapacityReservationId", "CapacityReservationStatus", "CommitmentDiscountCategory",
     "CommitmentDiscountId", "CommitmentDiscountName", "CommitmentDiscountStatus", "CommitmentDiscountType",
-    "CommitmentDiscountUnit", "InvoiceId", "RegionId", "RegionName", "SkuPriceDetails",
+    "CommitmentDiscountUnit", "RegionId", "RegionName", "SkuPriceDetails",
 )
 UTC_US = pl.Datetime("us", "UTC")
 LINE_SCHEMA = {
@@ -37,7 +39,7 @@ LINE_SCHEMA = {
     "billing_start": UTC_US, "billing_end": UTC_US, "account_id": pl.String, "api_key_id": pl.String,
     "key_name": pl.String, "model": pl.String, "rate_version_id": pl.Int32, "token_class": pl.String,
     "tags": pl.String, "quantity": pl.Int64, "price": MONEY, "list_price": MONEY, "amount": MONEY,
-    "list_amount": MONEY,
+    "list_amount": MONEY, "invoice_month": pl.String,
 }
 SORT = ["ChargePeriodStart", "SubAccountId", "ResourceId", "SkuPriceId", "ChargeClass", "BillingPeriodStart", "Tags"]
 
@@ -65,7 +67,8 @@ def usage_lines(src: Any, cal: Calendar, days: list[tuple[datetime, datetime]]) 
     quantities = pl.from_arrow(src.class_quantities_arrow(buckets=days, tags=True)).drop("key_name")
     unpriced = int(quantities.filter(pl.col("rate_version_id").is_null())["requests"].sum() or 0)
     lines = class_lines(canonical_tags(quantities), src.card).join(_periods(cal, days), on="bucket")
-    lines = _with_names(lines.with_columns(pl.lit(None, pl.String).alias("charge_class")), src)
+    lines = _with_names(lines.with_columns(pl.lit(None, pl.String).alias("charge_class"),
+                                           pl.lit(None, pl.String).alias("invoice_month")), src)
     return lines.select(list(LINE_SCHEMA)).cast(LINE_SCHEMA), unpriced  # type: ignore[arg-type]
 
 
@@ -78,7 +81,7 @@ def correction_lines(src: Any, cal: Calendar, open_key: str) -> pl.DataFrame:
     b_start, b_end = cal.bounds(open_first)
     bounds = {m: cal.bounds(month_date(m)) for m in set(diff["usage_month"].to_list())}
     diff = diff.with_columns(
-        pl.lit(CORRECTION).alias("charge_class"),
+        pl.lit(CORRECTION).alias("charge_class"), pl.lit(None, pl.String).alias("invoice_month"),
         pl.col("usage_month").replace_strict({m: b[0] for m, b in bounds.items()}, return_dtype=UTC_US)
         .alias("charge_start"),
         pl.col("usage_month").replace_strict({m: b[1] for m, b in bounds.items()}, return_dtype=UTC_US)
@@ -137,6 +140,7 @@ def render(lines: pl.DataFrame) -> pl.DataFrame:
         pl.col("amount").alias("ContractedCost"),
         pl.col("price").alias("ContractedUnitPrice"),
         pl.col("amount").alias("EffectiveCost"),
+        (pl.col("account_id") + pl.lit("/") + pl.col("invoice_month")).alias("InvoiceId"),  # null until closed
         pl.lit(PROVIDER_NAME).alias("InvoiceIssuerName"),
         pl.col("list_amount").alias("ListCost"),
         pl.col("list_price").alias("ListUnitPrice"),
@@ -200,12 +204,12 @@ def focus_export(source: Any, *, start: str | date, end: str | date) -> Document
         parts = [pl.DataFrame(schema=LINE_SCHEMA)]
         closed = [m for m in touched if m in state.closed]
         if closed:
-            stored = pl.from_arrow(src.closed_focus(closed)).drop("month", "row_no").with_columns(
+            stored = pl.from_arrow(src.closed_focus(closed)).drop("row_no").rename({"month": "invoice_month"}).with_columns(
                 pl.col(c).dt.replace_time_zone("UTC") for c in ("charge_start", "charge_end", "billing_start",
                                                                  "billing_end")).cast(LINE_SCHEMA)  # type: ignore[arg-type]
             usage = pl.col("charge_class").is_null() & pl.col("charge_start").is_between(lo, hi, closed="left")
             billed_here = pl.col("charge_class").is_not_null() & pl.col("billing_start").is_between(lo, hi, closed="left")
-            parts.append(stored.filter(usage | billed_here))
+            parts.append(stored.filter(usage | billed_here).select(list(LINE_SCHEMA)))
         last = state.last_closed
         live = [d for d in days if last is None or month_key(cal.month_of(d[0])) > last]
         unpriced = 0
