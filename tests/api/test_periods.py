@@ -11,7 +11,6 @@ from decimal import Decimal
 
 import polars as pl
 import pyarrow.parquet as pq
-import pytest
 from fastapi.testclient import TestClient
 
 from metering.api.app import create_app
