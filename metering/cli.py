@@ -257,7 +257,7 @@ def cmd_rates_list(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"format": args.format}
     if args.kind == "daily":
-        params.update(start=args.start, end=args.end, tz=args.tz, group_by=args.group_by)
+        params.update(start=args.start, end=args.end, tz=args.tz or "UTC", group_by=args.group_by)
     elif args.kind == "statement":
         if not args.account or not args.month:
             return _fail("report statement needs --account and --month")
@@ -505,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("kind", choices=["daily", "statement", "focus"])
     report.add_argument("--start", help="date, inclusive (daily: local; focus: UTC)")
     report.add_argument("--end", help="date, exclusive")
-    report.add_argument("--tz", default="UTC", help="IANA time zone of days and months (daily, statement)")
+    report.add_argument("--tz", default=None, help="IANA time zone of days (daily; default UTC) and of the month "
+                        "(statement; default: the billing time zone)")
     report.add_argument("--group-by", default=None, help="daily: comma list of account_id, api_key_id, model, endpoint")
     report.add_argument("--account", help="statement: the account")
     report.add_argument("--month", help="statement: YYYY-MM")
