@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint bench bench-litellm clean
+.PHONY: run test lint bench bench-litellm focus-validator clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,5 +31,13 @@ bench-litellm:
 	$(PYTHON) -m venv .venv-litellm
 	.venv-litellm/bin/python -m pip install --quiet litellm
 
+# The official FOCUS validator (focus-validator 2.x, FOCUS 1.2; it needs Python >= 3.12), in an environment
+# of its own: tests/api/test_focus_validator.py runs it on our export when .venv-focus exists. pyarrow is
+# held below 19 because the validator pins numpy < 2, which newer pyarrow wheels cannot load.
+FOCUS_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3) python3.12)
+focus-validator:
+	$(FOCUS_PYTHON) -m venv .venv-focus
+	.venv-focus/bin/python -m pip install --quiet 'focus-validator>=2.2,<3' 'pyarrow<19'
+
 clean:
-	rm -rf $(VENV) .venv-litellm .pytest_cache
+	rm -rf $(VENV) .venv-litellm .venv-focus .pytest_cache

@@ -43,6 +43,7 @@ export function toPico(text) {
 
 // Exact: round half up to `places` decimals; amounts under a dollar get 4 places.
 export function usd(value, places) {
+  if (value === null) return "unpriced";  // the API's null: unknown, not free
   let pico = typeof value === "bigint" ? value : toPico(value);
   const neg = pico < 0n;
   if (neg) pico = -pico;

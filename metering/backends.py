@@ -10,7 +10,7 @@ import orjson
 
 from metering.access import ADMIN_PRINCIPAL
 from metering.errors import MeteringError
-from metering.services import alerts, budgets, ingest, keys, rates, reconcile, reports, reprice
+from metering.services import alerts, budgets, ingest, keys, periods, rates, reconcile, reports, reprice
 from metering.services.context import Context, open_store
 from metering.services.delivery import Sender
 from metering.services.documents import check_format, render
@@ -64,6 +64,11 @@ class LocalBackend:
 
     def reconcile(self, report: Any, params: dict[str, Any]) -> dict[str, Any]:
         return reconcile.reconcile(self.ctx, report=report, **params)
+
+    def periods(self, action: str, month: str | None = None) -> dict[str, Any]:
+        if action == "close":
+            return periods.close(self.ctx, month=month or "", by="cli")
+        return periods.list_periods(self.ctx)
 
     def budgets(self, action: str, arg: Any = None) -> Any:
         ctx = self.ctx
@@ -153,6 +158,11 @@ class RemoteBackend:
             query["map"] = params["mapping"]
         return self._call("POST", "/v1/reconcile", params={**query, "format": "json"}, content=orjson.dumps(report),
                           headers={"Content-Type": "application/json"})
+
+    def periods(self, action: str, month: str | None = None) -> dict[str, Any]:
+        if action == "close":
+            return self._call("POST", "/v1/periods/close", json={"month": month})
+        return self._call("GET", "/v1/periods")
 
     def budgets(self, action: str, arg: Any = None) -> Any:
         if action == "add":

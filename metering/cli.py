@@ -257,7 +257,7 @@ def cmd_rates_list(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"format": args.format}
     if args.kind == "daily":
-        params.update(start=args.start, end=args.end, tz=args.tz, group_by=args.group_by)
+        params.update(start=args.start, end=args.end, tz=args.tz or "UTC", group_by=args.group_by)
     elif args.kind == "statement":
         if not args.account or not args.month:
             return _fail("report statement needs --account and --month")
@@ -349,6 +349,33 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
           f"cost {s['provider_cost']} (provider) vs {s['ledger_cost']} (ledger), difference {s['cost_difference']} USD",
           file=sys.stderr)
     return EXIT_REJECTED if s["drift"] else 0
+
+
+def cmd_periods(args: argparse.Namespace) -> int:
+    """`periods close --month M` and `periods list`."""
+
+    def close(backend: Any) -> None:
+        result = backend.periods("close", args.month)
+        p = result["period"]
+        verb = "closed" if result["closed_now"] else "already closed (nothing changed)"
+        print(f"{p['month']} ({p['tz']}) {verb}: {p['accounts']} accounts, {p['statement_lines']} statement lines, "
+              f"{p['focus_rows']} FOCUS rows; billed {p['amount']} USD, of which corrections {p['correction_amount']}"
+              f"; unpriced requests {p['unpriced_requests']}; closed at {p['closed_at']} by {p['closed_by']}")
+
+    def show(backend: Any) -> None:
+        result = backend.periods("list")
+        print(f"billing time zone {result['billing_tz']}; auto close: "
+              + (f"{result['auto_close_days']} days after month end" if result["auto_close_days"] is not None
+                 else "off"))
+        print(f"{'month':<8} {'closed_at':<21} {'by':<9} {'accounts':>8} {'billed USD':>20} {'corrections USD':>20}")
+        for p in result["data"]:
+            print(f"{p['month']:<8} {p['closed_at']:<21} {p['closed_by']:<9} {p['accounts']:>8} {p['amount']:>20} "
+                  f"{p['correction_amount']:>20}")
+        nxt = result["next_to_close"]
+        if nxt:
+            print(f"next to close: {nxt['month']} ({'closable now' if nxt['closable'] else 'ends ' + nxt['ends_at']})")
+
+    return _with_backend(args, close if args.periods_command == "close" else show)
 
 
 def _scope(text: str) -> dict[str, Any]:
@@ -478,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("kind", choices=["daily", "statement", "focus"])
     report.add_argument("--start", help="date, inclusive (daily: local; focus: UTC)")
     report.add_argument("--end", help="date, exclusive")
-    report.add_argument("--tz", default="UTC", help="IANA time zone of days and months (daily, statement)")
+    report.add_argument("--tz", default=None, help="IANA time zone of days (daily; default UTC) and of the month "
+                        "(statement; default: the billing time zone)")
     report.add_argument("--group-by", default=None, help="daily: comma list of account_id, api_key_id, model, endpoint")
     report.add_argument("--account", help="statement: the account")
     report.add_argument("--month", help="statement: YYYY-MM")
@@ -510,6 +538,15 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--output", "-o", help="file to write (default: standard output)")
     _data_options(rec)
     rec.set_defaults(func=cmd_reconcile)
+
+    per = sub.add_parser("periods", help="billing periods: close a month, list closed months").add_subparsers(
+        dest="periods_command", required=True)
+    pclose = per.add_parser("close", help="close a billing month: its statements and FOCUS rows never change again")
+    pclose.add_argument("--month", required=True, help="YYYY-MM (billing time zone); months close in order")
+    plist = per.add_parser("list", help="closed months, the first open one, the next to close")
+    for parser_ in (pclose, plist):
+        _data_options(parser_)
+        parser_.set_defaults(func=cmd_periods)
 
     bud = sub.add_parser("budgets", help="budgets and alerts").add_subparsers(dest="budgets_command", required=True)
     badd = bud.add_parser("add", help="create a budget")

@@ -39,6 +39,18 @@ class Conflict(MeteringError):
     status = 409
 
 
+class PeriodClosed(Conflict):
+    """A change to the figures of a closed billing month (re-rating it)."""
+
+    code = "period_closed"
+
+
+class PeriodOrder(Conflict):
+    """A month that cannot be closed now: not ended yet, or an earlier month is still open."""
+
+    code = "period_order"
+
+
 class RequestTimeout(MeteringError):
     code = "request_timeout"
     status = 408

@@ -29,6 +29,8 @@ ENVIRONMENT = {
     "METERING_QUERY_TIMEOUT": "seconds an expensive read (usage, reports, re-rating) may run before it is stopped "
                               "with a 429 (default 30)",
     "METERING_READS_PER_PRINCIPAL": "expensive reads one token may run at once; more get a 429 (default 4)",
+    "METERING_BILLING_TZ": "IANA time zone of billing months: statements, FOCUS charge days, period close (default UTC)",
+    "METERING_AUTO_CLOSE_DAYS": "close each month automatically this many days after it ends (default: unset, off)",
 }
 
 
@@ -58,6 +60,23 @@ def _number(env: dict[str, str], name: str, default: float) -> float:
     if not value > 0:
         raise SettingsError(f"{name}: must be above 0, got {text!r}")
     return value
+
+
+def _billing_tz(name: str) -> str:
+    from zoneinfo import available_timezones
+
+    if name not in available_timezones():
+        raise SettingsError(f"METERING_BILLING_TZ: unknown IANA time zone {name[:64]!r} (for example UTC, Europe/Berlin)")
+    return name
+
+
+def _days(env: dict[str, str], name: str) -> int | None:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) > 365:
+        raise SettingsError(f"{name}: a whole number of days from 0 to 365, got {text[:40]!r}")
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +121,8 @@ class Settings:
     memory_limit: str | None = None
     query_timeout: float = 30.0
     reads_per_principal: int = 4
+    billing_tz: str = "UTC"
+    auto_close_days: int | None = None
 
     @property
     def anomaly_min_pico(self) -> int:
@@ -125,6 +146,8 @@ class Settings:
             "memory_limit": env.get("METERING_MEMORY_LIMIT") or None,
             "query_timeout": _number(env, "METERING_QUERY_TIMEOUT", 30.0),
             "reads_per_principal": int(_number(env, "METERING_READS_PER_PRINCIPAL", 4)),
+            "billing_tz": _billing_tz(env.get("METERING_BILLING_TZ") or "UTC"),
+            "auto_close_days": _days(env, "METERING_AUTO_CLOSE_DAYS"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering import __version__
-from metering.api import budgets, docs, errors, keys, rates, reconcile, reports, reservations, traces, usage
+from metering.api import budgets, docs, errors, keys, periods, rates, reconcile, reports, reservations, traces, usage
 from metering.api.auth import TokenCheck
 from metering.api.deps import AnyRole
 from metering.api.limits import ReadLimiter
@@ -22,6 +22,7 @@ from metering.services import budgets as budgets_service
 from metering.services.alerts import Evaluator
 from metering.services.context import Context, open_store
 from metering.services.delivery import Sender
+from metering.services.periods import PeriodCloser
 from metering.settings import Settings
 from metering.store.db import Store
 
@@ -73,9 +74,13 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         app.state.limiter = ReadLimiter(settings.reads_per_principal)
         app.state.sender = Sender(ctx).start()
         app.state.evaluator = Evaluator(ctx, on_written=app.state.sender.wake).start()
+        closer = (PeriodCloser(ctx, interval=settings.evaluate_interval).start()
+                  if settings.auto_close_days is not None else None)
         try:
             yield
         finally:
+            if closer is not None:
+                closer.stop()
             app.state.evaluator.stop()
             app.state.sender.stop()
             if owned:
@@ -118,4 +123,5 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(reservations.router)
     app.include_router(docs.router)
     app.include_router(reconcile.router)
+    app.include_router(periods.router)
     return app

@@ -44,8 +44,9 @@ def daily(
 def statement(
     request: Request, principal: Admin, ctx: Ctx,
     account: Annotated[str, Query(description="account_id (or 'unassigned')", max_length=200)],
-    month: Annotated[str, Query(description="YYYY-MM")],
-    tz: str = "UTC",
+    month: Annotated[str, Query(description="YYYY-MM, a month of the billing time zone")],
+    tz: Annotated[str | None, Query(description="default: the billing time zone (METERING_BILLING_TZ); another "
+                                                "zone gives a usage view, not a billing document")] = None,
     format: Annotated[str, Query(description="json | csv | xlsx")] = "json",
 ) -> Response:
     fmt = check_format(format, reports.STATEMENT_FORMATS)
@@ -54,11 +55,11 @@ def statement(
     return _document(doc, fmt, f"statement-{account}-{doc.meta['month']}")
 
 
-@router.get("/v1/reports/focus", summary="FOCUS 1.2 cost and usage export (UTC days)")
+@router.get("/v1/reports/focus", summary="FOCUS 1.2 cost and usage export (days of the billing time zone)")
 def focus(
     request: Request, principal: Admin, ctx: Ctx,
-    start: Annotated[str, Query(description="UTC date, inclusive")],
-    end: Annotated[str, Query(description="UTC date, exclusive")],
+    start: Annotated[str, Query(description="date of the billing time zone (default UTC), inclusive")],
+    end: Annotated[str, Query(description="date, exclusive")],
     format: Annotated[str, Query(description="csv | parquet")] = "csv",
 ) -> Response:
     fmt = check_format(format, reports.FOCUS_FORMATS)

@@ -11,7 +11,13 @@ writes through the store, and answers plain data:
     budgets    budgets and their status, as each principal may see them
     alerts     thresholds, forecasts, anomalies; the outbox; the evaluation thread
     delivery   the webhook sender thread (signed, retried, pinned to checked addresses)
-    reports    the daily report, monthly statements, the FOCUS export (Polars)
+    reports    the daily report (Polars); statements and FOCUS through billing and focus
+    sources    where documents read: the ledger and the closed periods, in one snapshot
+    lines      priced lines per token class, checked against the ledger; rounding to cents
+    calendar   billing months of the billing time zone; closed months and the first open one
+    billing    monthly statements: usage, corrections of closed months, stored closed statements
+    focus      the FOCUS 1.2 export: usage rows split by tag set, corrections, stored closed rows
+    periods    period close (one transaction), the list, the scheduled close, the re-rating guard
     documents  rendering documents as JSON, CSV, Parquet, XLSX
     reprice    re-rating a range with the current rate card
 """

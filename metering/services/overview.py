@@ -28,8 +28,14 @@ from metering.tokenclasses import CLASS_NAMES
 TOP = 10
 
 
-def _pico(text: str) -> int:
-    return from_usd(Decimal(text))
+def _pico(text: str | None) -> int:
+    """JSON money -> pico-dollars; null (wholly unpriced) adds nothing."""
+    return from_usd(Decimal(text)) if text is not None else 0
+
+
+def _money(pico: int, requests: int, unpriced: int) -> str | None:
+    """null where every request is unpriced (unknown, not free)."""
+    return None if requests and unpriced == requests else usd_string(pico)
 
 
 def overview(ctx: Context, *, principal: Principal, start: str | None = None, end: str | None = None,
@@ -62,22 +68,26 @@ def overview(ctx: Context, *, principal: Principal, start: str | None = None, en
     models: dict[str, dict[str, int]] = {}
     for bucket in daily["buckets"]:
         for row in bucket["results"]:
-            entry = models.setdefault(row["model"], {"cost": 0, "requests": 0})
+            entry = models.setdefault(row["model"], {"cost": 0, "requests": 0, "unpriced": 0})
             entry["cost"] += _pico(row["cost"])
             entry["requests"] += row["requests"]
+            entry["unpriced"] += row["unpriced_requests"]
     keys = [row for b in by_key["buckets"] for row in b["results"]]
     return {
         "currency": "USD", "tz": tz, "api_key_id": key,
         "start": start_at.astimezone(zone_info).isoformat(), "end": end_at.astimezone(zone_info).isoformat(),
-        "totals": {**totals, "savings": usd_string(_pico(totals["list_cost"]) - _pico(totals["cost"]))},
+        "totals": {**totals, "savings": None if totals["cost"] is None
+                   else usd_string(_pico(totals["list_cost"]) - _pico(totals["cost"]))},
         "by_class": classes,
         "today": usd_string(_pico(month["buckets"][-1]["results"][0]["cost"]) if month["buckets"][-1]["results"] else 0),
         "month_to_date": usd_string(mtd),
         "projected_month_end": usd_string(projected),
         "projection_rule": "month to date + the average daily spend of the last 7 whole days x the days left",
-        "daily": [{"date": b["start"][:10], "cost": usd_string(sum(_pico(r["cost"]) for r in b["results"])),
+        "daily": [{"date": b["start"][:10], "cost": _money(sum(_pico(r["cost"]) for r in b["results"]),
+                                                           sum(r["requests"] for r in b["results"]),
+                                                           sum(r["unpriced_requests"] for r in b["results"])),
                    "by_model": {r["model"]: r["cost"] for r in b["results"]}} for b in daily["buckets"]],
-        "top_models": [{"model": m, "cost": usd_string(v["cost"]), "requests": v["requests"]}
+        "top_models": [{"model": m, "cost": _money(v["cost"], v["requests"], v["unpriced"]), "requests": v["requests"]}
                        for m, v in sorted(models.items(), key=lambda kv: -kv[1]["cost"])[:TOP]],
         "top_keys": [{"api_key_id": r["api_key_id"], "cost": r["cost"], "requests": r["requests"]}
                      for r in sorted(keys, key=lambda r: -_pico(r["cost"]))[:TOP]],
@@ -91,6 +101,7 @@ def _class_costs(ctx: Context, start: datetime, end: datetime, key: str | None) 
         rows = queries.class_quantities_arrow(cur, buckets=[(start, end)], api_key_id=key).to_pylist()
     cost = {basis: dict.fromkeys(CLASS_NAMES, 0) for basis in BASES}
     quantity = dict.fromkeys(CLASS_NAMES, 0)
+    priced = dict.fromkeys(CLASS_NAMES, 0)
     cache_savings = 0
     for row in rows:
         for name in CLASS_NAMES:
@@ -98,6 +109,8 @@ def _class_costs(ctx: Context, start: datetime, end: datetime, key: str | None) 
         version = card.version_by_id(row["rate_version_id"]) if row["rate_version_id"] is not None else None
         if version is None:
             continue
+        for name in CLASS_NAMES:
+            priced[name] += row[name]
         for basis in BASES:
             unit = unit_prices(version, basis)
             for name, price in zip(CLASS_NAMES, unit, strict=True):
@@ -105,7 +118,9 @@ def _class_costs(ctx: Context, start: datetime, end: datetime, key: str | None) 
         unit = unit_prices(version, "current")
         cache_savings += row["cached_input"] * (unit.uncached_input - unit.cached_input)
     return {
-        "classes": [{"token_class": name, "quantity": quantity[name], "cost": usd_string(cost["current"][name]),
-                     "list_cost": usd_string(cost["list"][name])} for name in CLASS_NAMES],
+        "classes": [{"token_class": name, "quantity": quantity[name],
+                     **({"cost": None, "list_cost": None} if quantity[name] and not priced[name] else
+                        {"cost": usd_string(cost["current"][name]), "list_cost": usd_string(cost["list"][name])})}
+                    for name in CLASS_NAMES],
         "cache_savings": usd_string(cache_savings),
     }

@@ -8,113 +8,24 @@ Only the statement rounds, to cents, by the rule it prints (`ROUNDING_RULE`).
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
-from typing import Protocol
 
 import polars as pl
-import pyarrow as pa
 
-from metering.pricing import class_price
-from metering.ratecard import RateCard
-from metering.services.context import Context
+from metering.services import billing, focus
 from metering.services.documents import MONEY, Document
+from metering.services.lines import ROUNDING_RULE, round_lines
+from metering.services.sources import LedgerSource, Source
 from metering.store import queries
-from metering.timewindows import cut, local_midnight, next_month, parse_date, parse_month, zone
-from metering.tokenclasses import CLASS_NAMES, TOKEN_CLASSES
+from metering.timewindows import cut, local_midnight, parse_date, zone
 
-CENT = Decimal("0.01")
+__all__ = ["ROUNDING_RULE", "LedgerSource", "Source", "daily_report", "focus_export", "round_lines", "statement"]
 DEFAULT_DAILY_GROUP = "account_id,api_key_id,model"
 DAILY_FORMATS = ("json", "csv", "parquet", "xlsx")
 STATEMENT_FORMATS = ("json", "csv", "xlsx")
 FOCUS_FORMATS = ("csv", "parquet")
-ROUNDING_RULE = (
-    "Amounts are computed exactly (to 1e-12 USD) and rounded only on this statement: the total is "
-    "rounded half-up to the cent; each line is rounded down to the cent and the cents left over go, one "
-    "each, to the lines with the largest remainders (ties in line order), so the rounded lines add up to "
-    "the rounded total."
-)
-CLASS_LABELS = {c.name: c.label for c in TOKEN_CLASSES}
-
-
-def price_frame(card: RateCard) -> pl.DataFrame:
-    """Per rate version and class: the unit price per token (or request) and per pricing unit."""
-    rows = []
-    for version in card.all_versions():
-        for token_class in TOKEN_CLASSES:
-            price = class_price(version, token_class)
-            current, listed = (price.current, price.list) if price is not None else (Decimal(0), Decimal(0))
-            rows.append({
-                "rate_version_id": version.id,
-                "token_class": token_class.name,
-                "price": current,
-                "list_price": listed,
-                "unit_cost": current / token_class.per,
-                "list_unit_cost": listed / token_class.per,
-                "pricing_unit": token_class.pricing_unit,
-                "consumed_unit": token_class.consumed_unit,
-                "units_per_price": token_class.per,
-            })
-    schema = {"rate_version_id": pl.Int32, "token_class": pl.String, "price": MONEY, "list_price": MONEY,
-              "unit_cost": MONEY, "list_unit_cost": MONEY, "pricing_unit": pl.String, "consumed_unit": pl.String,
-              "units_per_price": pl.Int64}
-    return pl.DataFrame(rows, schema=schema)
-
-
-def class_lines(quantities: pl.DataFrame, card: RateCard) -> pl.DataFrame:
-    """Quantities per class -> priced lines (one per class with a non-zero quantity), with exact
-    amounts; checks that the lines of each group add up to the costs stored in the ledger."""
-    keys = [c for c in quantities.columns if c not in (*CLASS_NAMES, "requests", "cost_pico",
-                                                        "list_cost_pico")]
-    priced = quantities.filter(pl.col("rate_version_id").is_not_null())
-    long = priced.unpivot(index=keys, on=list(CLASS_NAMES), variable_name="token_class",
-                          value_name="quantity").filter(pl.col("quantity") > 0)
-    lines = long.join(price_frame(card), on=["rate_version_id", "token_class"], how="left").with_columns(
-        (pl.col("quantity").cast(pl.Decimal(38, 0)) * pl.col("unit_cost")).cast(MONEY).alias("amount"),
-        (pl.col("quantity").cast(pl.Decimal(38, 0)) * pl.col("list_unit_cost")).cast(MONEY).alias("list_amount"),
-    )
-    stored = priced.group_by(keys).agg(
-        (pl.col("cost_pico").sum() * Decimal("0.000000000001")).cast(MONEY).alias("stored"),
-        (pl.col("list_cost_pico").sum() * Decimal("0.000000000001")).cast(MONEY).alias("stored_list"),
-    )
-    summed = lines.group_by(keys).agg(pl.col("amount").sum().cast(MONEY), pl.col("list_amount").sum().cast(MONEY))
-    check = stored.join(summed, on=keys, how="left").with_columns(
-        pl.col("amount").fill_null(Decimal(0)), pl.col("list_amount").fill_null(Decimal(0)))
-    bad = check.filter((pl.col("stored") != pl.col("amount")) | (pl.col("stored_list") != pl.col("list_amount")))
-    if bad.height:
-        raise RuntimeError(f"priced lines do not reconcile with the ledger's stored costs: {bad.head(3).to_dicts()}")
-    return lines
 
 
 # --- the daily report ---------------------------------------------------------------------------------
-
-
-class Source(Protocol):
-    """Where a document's figures come from: the node's ledger (`LedgerSource`), or the lake through
-    Apache Spark (`metering.lake`). Both answer the same two Arrow tables."""
-
-    card: RateCard
-
-    def usage_arrow(self, *, buckets: list[tuple[datetime, datetime]], group_by: queries.GroupBy) -> pa.Table: ...
-
-    def class_quantities_arrow(self, *, buckets: list[tuple[datetime, datetime]],
-                               account_id: str | None = None) -> pa.Table: ...
-
-
-class LedgerSource:
-    """The figures of this node's DuckDB ledger, each read in one snapshot, bounded by the query timeout."""
-
-    def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-        self.card = ctx.store.card
-
-    def usage_arrow(self, *, buckets: list[tuple[datetime, datetime]], group_by: queries.GroupBy) -> pa.Table:
-        with self._ctx.store.reading(timeout=self._ctx.settings.query_timeout) as cur:
-            return queries.usage_arrow(cur, buckets=buckets, group_by=group_by)
-
-    def class_quantities_arrow(self, *, buckets: list[tuple[datetime, datetime]],
-                               account_id: str | None = None) -> pa.Table:
-        with self._ctx.store.reading(timeout=self._ctx.settings.query_timeout) as cur:
-            return queries.class_quantities_arrow(cur, buckets=buckets, account_id=account_id)
 
 
 def daily_report(source: Source, *, now: datetime, start: str | date | None = None, end: str | date | None = None,
@@ -155,7 +66,7 @@ def daily_report(source: Source, *, now: datetime, start: str | date | None = No
         "date", *fields, "requests", "input_tokens", "cached_tokens", "cache_write_tokens", "uncached_input_tokens",
         "output_tokens", "thinking_tokens", "web_search_requests", "cost", "list_cost", "savings", "savings_share",
         "cache_hit_rate", "thinking_share", "unpriced_requests", "row_type",
-    )
+    ).with_columns(unpriced_as_null("cost", "list_cost", "savings", "savings_share"))
     meta = {"report": "daily", "currency": "USD", "tz": tz, "start": start_d.isoformat(), "end": end_d.isoformat(),
             "group_by": fields}
     return Document(out, meta)
@@ -167,135 +78,25 @@ def _share(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
     return pl.when(den > 0).then((numerator.cast(pl.Float64) / den).round(6)).otherwise(None)
 
 
-# --- the monthly statement ---------------------------------------------------------------------------
+def unpriced_as_null(*columns: str) -> list[pl.Expr]:
+    """Money of a row whose every request is unpriced is unknown, not zero: null (empty in CSV/XLSX).
+    A row with some priced requests shows their cost, and `unpriced_requests` says how many are not in it."""
+    unknown = (pl.col("requests") > 0) & (pl.col("unpriced_requests") == pl.col("requests"))
+    return [pl.when(unknown).then(None).otherwise(pl.col(c)).alias(c) for c in columns]
 
 
-def statement(source: Source, *, account: str, month: str, tz: str = "UTC") -> Document:
-    """Lines per key x model x token class x unit price, exact and rounded to cents."""
-    zone_info = zone(tz)
-    first = parse_month(month)
-    nxt = next_month(first)
-    window = [(local_midnight(first, zone_info), local_midnight(nxt, zone_info))]
-    quantities = pl.from_arrow(source.class_quantities_arrow(buckets=window, account_id=account))
-    unpriced = quantities.filter(pl.col("rate_version_id").is_null())
-    lines = class_lines(quantities.drop("bucket", "key_name", "account_id"), source.card)
-    order = {c: i for i, c in enumerate(CLASS_NAMES)}
-    lines = lines.with_columns(pl.col("token_class").replace_strict(order, return_dtype=pl.Int32).alias("_o")).sort(
-        "api_key_id", "model", "rate_version_id", "_o").drop("_o")
-    exact = [Decimal(a) for a in lines["amount"].to_list()]
-    exact_list = [Decimal(a) for a in lines["list_amount"].to_list()]
-    rounded, total_rounded = round_lines(exact)
-    rounded_list, total_list_rounded = round_lines(exact_list)
-    lines = lines.with_columns(
-        pl.Series("amount_rounded", rounded, dtype=pl.Decimal(38, 2)),
-        pl.Series("list_amount_rounded", rounded_list, dtype=pl.Decimal(38, 2)),
-        pl.col("token_class").replace_strict(CLASS_LABELS, return_dtype=pl.String).alias("description"),
-    ).select("api_key_id", "model", "rate_version_id", "token_class", "description", "quantity", "consumed_unit",
-             "price", "list_price", "pricing_unit", "amount", "amount_rounded", "list_amount", "list_amount_rounded")
-    meta = {
-        "document": "statement", "account_id": account, "month": first.strftime("%Y-%m"), "tz": tz,
-        "period_start": window[0][0].isoformat().replace("+00:00", "Z"),
-        "period_end": window[0][1].isoformat().replace("+00:00", "Z"),
-        "currency": "USD", "rounding": ROUNDING_RULE,
-        "totals": {
-            "amount": sum(exact, Decimal(0)), "amount_rounded": total_rounded,
-            "list_amount": sum(exact_list, Decimal(0)), "list_amount_rounded": total_list_rounded,
-            "savings_rounded": total_list_rounded - total_rounded,
-        },
-        "requests": int(quantities["requests"].sum() or 0),
-        "unpriced_requests": int(unpriced["requests"].sum() or 0),
-    }
-    return Document(lines, meta)
+# --- the monthly statement and FOCUS: billing documents (metering.services.billing) --------------------
 
 
-def round_lines(amounts: list[Decimal]) -> tuple[list[Decimal], Decimal]:
-    """Cents per line that add up to the total rounded half-up (largest-remainder method)."""
-    total = sum(amounts, Decimal(0)).quantize(CENT, rounding=ROUND_HALF_UP)
-    floors = [a.quantize(CENT, rounding=ROUND_DOWN) for a in amounts]
-    left = int((total - sum(floors, Decimal(0))) / CENT)
-    by_remainder = sorted(range(len(amounts)), key=lambda i: (-(amounts[i] - floors[i]), i))
-    for i in by_remainder[:left]:
-        floors[i] += CENT
-    return floors, total
-
-
-# --- FOCUS 1.2 ------------------------------------------------------------------------------------------
-
-PROVIDER_NAME = "LLM API gateway"
-FOCUS_STRING_NULLS = (
-    "AvailabilityZone", "CapacityReservationId", "CapacityReservationStatus", "ChargeClass",
-    "CommitmentDiscountCategory", "CommitmentDiscountId", "CommitmentDiscountName", "CommitmentDiscountStatus",
-    "CommitmentDiscountType", "CommitmentDiscountUnit", "InvoiceId", "RegionId", "RegionName", "SkuPriceDetails",
-)
+def statement(source: Source, *, account: str, month: str, tz: str | None = None) -> Document:
+    """An account's statement for a billing month: stored if the month is closed, else from the ledger
+    (with the corrections of closed months on the first open month)."""
+    return billing.statement(source, account=account, month=month, tz=tz)
 
 
 def focus_export(source: Source, *, start: str | date, end: str | date) -> Document:
-    """FOCUS 1.2 rows: one per charge period (UTC day) x key x model x token class x price."""
-    start_d, end_d = parse_date(start, "start"), parse_date(end, "end")
-    utc = zone("UTC")
-    buckets = cut(local_midnight(start_d, utc), local_midnight(end_d, utc), "day", utc)
-    quantities = pl.from_arrow(source.class_quantities_arrow(buckets=buckets))
-    days = pl.DataFrame({"bucket": list(range(len(buckets))), "day": [b[0] for b in buckets]},
-                        schema={"bucket": pl.Int32, "day": pl.Datetime("us", "UTC")})
-    lines = class_lines(quantities.drop("key_name"), source.card).join(days, on="bucket").join(
-        quantities.select("bucket", "api_key_id", "model", "rate_version_id", "key_name").unique(),
-        on=["bucket", "api_key_id", "model", "rate_version_id"], how="left")
-    per_unit = pl.col("units_per_price").cast(pl.Decimal(38, 0))
-    pricing_quantity = (pl.col("quantity").cast(pl.Decimal(38, 12)) / per_unit).cast(MONEY)
-    month_start = pl.col("day").dt.month_start()
-    frame = lines.select(
-        pl.col("amount").alias("BilledCost"),
-        pl.col("account_id").alias("BillingAccountId"),
-        pl.col("account_id").alias("BillingAccountName"),
-        pl.lit("Account").alias("BillingAccountType"),
-        pl.lit("USD").alias("BillingCurrency"),
-        month_start.dt.offset_by("1mo").alias("BillingPeriodEnd"),
-        month_start.alias("BillingPeriodStart"),
-        pl.lit("Usage").alias("ChargeCategory"),
-        (pl.col("model") + pl.lit(" ") + pl.col("token_class").replace_strict(CLASS_LABELS, return_dtype=pl.String)
-         ).alias("ChargeDescription"),
-        pl.lit("Usage-Based").alias("ChargeFrequency"),
-        pl.col("day").dt.offset_by("1d").alias("ChargePeriodEnd"),
-        pl.col("day").alias("ChargePeriodStart"),
-        pl.col("quantity").cast(MONEY).alias("ConsumedQuantity"),
-        pl.col("consumed_unit").alias("ConsumedUnit"),
-        pl.col("amount").alias("ContractedCost"),
-        pl.col("price").alias("ContractedUnitPrice"),
-        pl.col("amount").alias("EffectiveCost"),
-        pl.lit(PROVIDER_NAME).alias("InvoiceIssuerName"),
-        pl.col("list_amount").alias("ListCost"),
-        pl.col("list_price").alias("ListUnitPrice"),
-        pl.lit("Standard").alias("PricingCategory"),
-        pl.lit("USD").alias("PricingCurrency"),
-        pricing_quantity.alias("PricingQuantity"),
-        pl.col("pricing_unit").alias("PricingUnit"),
-        pl.lit(PROVIDER_NAME).alias("ProviderName"),
-        pl.lit(PROVIDER_NAME).alias("PublisherName"),
-        pl.col("api_key_id").alias("ResourceId"),
-        pl.coalesce("key_name", "api_key_id").alias("ResourceName"),
-        pl.lit("API Key").alias("ResourceType"),
-        pl.lit("AI and Machine Learning").alias("ServiceCategory"),
-        pl.col("model").alias("ServiceName"),
-        pl.lit("Generative AI").alias("ServiceSubcategory"),
-        (pl.col("model") + pl.lit(":") + pl.col("token_class")).alias("SkuId"),
-        pl.col("token_class").alias("SkuMeter"),
-        (pl.col("model") + pl.lit(":") + pl.col("token_class") + pl.lit(":v")
-         + pl.col("rate_version_id").cast(pl.String)).alias("SkuPriceId"),
-        pl.col("account_id").alias("SubAccountId"),
-        pl.col("account_id").alias("SubAccountName"),
-        pl.struct(pl.col("account_id").alias("metering/account"), pl.col("model").alias("metering/model"))
-        .struct.json_encode().alias("Tags"),
-        *[pl.lit(None, pl.String).alias(name) for name in FOCUS_STRING_NULLS],
-        pl.col("model").alias("x_Model"),
-        pl.col("token_class").alias("x_TokenClass"),
-        pl.col("rate_version_id").alias("x_RateVersionId"),
-    ).sort("ChargePeriodStart", "SubAccountId", "ResourceId", "SkuPriceId")
-    frame = frame.select([*sorted(c for c in frame.columns if not c.startswith("x_")),
-                          *[c for c in frame.columns if c.startswith("x_")]])
-    meta = {"document": "focus", "focus_version": "1.2", "start": start_d.isoformat(), "end": end_d.isoformat(),
-            "unpriced_requests_excluded": int(quantities.filter(pl.col("rate_version_id").is_null())["requests"].sum()
-                                              or 0)}
-    return Document(frame, meta)
+    """FOCUS 1.2 rows of [start, end) (dates of the billing time zone)."""
+    return focus.focus_export(source, start=start, end=end)
 
 
 def default_window(now: datetime, tz: str) -> tuple[date, date]:

@@ -3,7 +3,8 @@
 Prices unpriced records (a model priced later) and applies versions added with an earlier
 `effective_from`. A dry run reports the change per key and model and writes nothing. An applied run
 updates the ledger's pricing columns (the usage facts are never touched), the rollup's sums for the
-affected 15-minute buckets, and an audit row, in one transaction.
+affected 15-minute buckets, and an audit row, in one transaction. A range reaching into a closed
+billing month is refused (409 `period_closed`): a closed month's figures never change.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from metering.errors import BadRequest
 from metering.pricing import usd_string
 from metering.services.context import Context
+from metering.services.periods import check_reprice
 from metering.store import reprice as table
 from metering.store.reprice import Change, Preview
 from metering.timewindows import parse_bound, zone
@@ -50,10 +52,12 @@ def reprice(ctx: Context, *, start: str, end: str, tz: str = "UTC", dry_run: boo
     units = ctx.units()
     if dry_run:
         with ctx.store.reading() as cur:
+            check_reprice(cur, ctx, start=start_at, end=end_at)
             result = table.preview(cur, units, start=start_at, end=end_at)
         return {"dry_run": True, **_preview_json(result, start_at, end_at)}
 
     def run(con: Any) -> tuple[Preview, int]:
+        check_reprice(con, ctx, start=start_at, end=end_at)  # in the writer's transaction: no close slips in
         ctx.store.writer.flush(con)  # the rollup refresh recomputes rolled-up cells only
         return table.apply(con, units, start=start_at, end=end_at, now=ctx.now())
 

@@ -16,7 +16,11 @@ from metering.store import queries
 from metering.timewindows import cut, default_range, parse_bound, zone
 
 
-def _money(cost: int, list_cost: int) -> dict[str, str]:
+def _money(cost: int, list_cost: int, counts: dict[str, int]) -> dict[str, str | None]:
+    """Cost and list cost as JSON money; null (unknown, not zero) when every request is unpriced. With
+    some requests priced, the cost of those, and `unpriced_requests` says how many are not in it."""
+    if counts["requests"] and counts["unpriced_requests"] == counts["requests"]:
+        return {"cost": None, "list_cost": None}
     return {"cost": usd_string(cost), "list_cost": usd_string(list_cost)}
 
 
@@ -38,7 +42,7 @@ def usage(ctx: Context, *, principal: Principal, start: str | None = None, end: 
     totals = dict.fromkeys(queries.COUNT_FIELDS, 0)
     total_cost = total_list = 0
     for row in rows:
-        results[row.bucket].append({**row.group, **row.counts, **_money(row.cost_pico, row.list_cost_pico)})
+        results[row.bucket].append({**row.group, **row.counts, **_money(row.cost_pico, row.list_cost_pico, row.counts)})
         for name, value in row.counts.items():
             totals[name] += value
         total_cost += row.cost_pico
@@ -53,7 +57,7 @@ def usage(ctx: Context, *, principal: Principal, start: str | None = None, end: 
              "results": results[i]}
             for i, (b_start, b_end) in enumerate(buckets)
         ],
-        "totals": {**totals, **_money(total_cost, total_list)},
+        "totals": {**totals, **_money(total_cost, total_list, totals)},
     }
 
 

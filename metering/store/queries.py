@@ -288,10 +288,12 @@ def class_quantities_arrow(
     buckets: list[tuple[datetime, datetime]],
     account_id: str | None = None,
     api_key_id: str | None = None,
+    tags: bool = False,
 ) -> pa.Table:
-    """Per bucket x account x key x model x rate version: the quantity of each billed class
-    (`output` here excludes thinking, so the classes partition what was billed) and the
-    stored cost and list cost in pico-dollars. From the ledger, which knows the version."""
+    """Per bucket x account x key x model x rate version (x the record's tags, a map, with `tags`):
+    the quantity of each billed class (`output` here excludes thinking, so the classes partition
+    what was billed) and the stored cost and list cost in pico-dollars. From the ledger, which
+    knows the version."""
     params: dict[str, Any] = {"start": naive_utc(buckets[0][0]), "end": naive_utc(buckets[-1][1])}
     account_filter = ""
     if account_id is not None:
@@ -304,7 +306,7 @@ def class_quantities_arrow(
         SELECT b.idx AS bucket,
                coalesce(k.account_id, '{UNASSIGNED}') AS account_id,
                any_value(k.name) AS key_name,
-               r.api_key_id, r.model, r.rate_version_id,
+               r.api_key_id, r.model, r.rate_version_id,{' r.tags,' if tags else ''}
                count(*) AS requests,
                {_CLASS_SUMS},
                coalesce(sum(r.cost_pico), 0)::DECIMAL(38, 0) AS cost_pico,

@@ -47,6 +47,8 @@ ROUTES = [
     ("GET", "/v1/reprice", "/v1/reprice", None, {"admin": 200}),
     ("POST", "/v1/reconcile", "/v1/reconcile?provider=openai&start=2026-11-01&end=2026-11-02",
      lambda: {"object": "page", "data": [], "has_more": False, "next_page": None}, {"admin": 200}),
+    ("POST", "/v1/periods/close", "/v1/periods/close", lambda: {"month": "2026-10"}, {"admin": 200}),
+    ("GET", "/v1/periods", "/v1/periods", None, {"admin": 200}),
     ("POST", "/v1/budgets", "/v1/budgets", lambda: {"scope": {"all": True}, "amount": "5"}, {"admin": 201}),
     ("GET", "/v1/budgets", "/v1/budgets", None, {"admin": 200, "key_a": 200, "key_b": 200}),
     ("GET", "/v1/budgets/status", "/v1/budgets/status?api_key_id=key-a", None,

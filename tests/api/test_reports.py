@@ -80,7 +80,10 @@ def test_daily_report_columns_and_totals(client, store, two_keys):
         assert column in row
     assert {r["account_id"] for r in body["rows"]} == {"acct-1", "unassigned"}
     totals = body["totals"]
-    assert Decimal(totals["cost"]) == sum(Decimal(r["cost"]) for r in body["rows"]) == ledger_cost(store)[0]
+    assert Decimal(totals["cost"]) == sum(Decimal(r["cost"]) for r in body["rows"] if r["cost"] is not None) \
+        == ledger_cost(store)[0]
+    unpriced = [r for r in body["rows"] if r["model"] == "unpriced-model"]  # issue 14: unknown, never "0"
+    assert unpriced and all(r["cost"] is None and r["list_cost"] is None and r["savings"] is None for r in unpriced)
     assert Decimal(totals["savings"]) == Decimal(totals["list_cost"]) - Decimal(totals["cost"])
     assert totals["uncached_input_tokens"] == (totals["input_tokens"] - totals["cached_tokens"]
                                                - totals["cache_write_tokens"])
@@ -142,7 +145,8 @@ def test_statement_lines_add_up_to_the_stated_total(client, store, two_keys):
     assert {"uncached_input", "cached_input", "output", "thinking"} <= classes
     sheet = openpyxl.load_workbook(io.BytesIO(get(client, "/v1/reports/statement", account="acct-1",
                                                   month="2026-11", format="xlsx").content)).active
-    assert "rounded half-up" in sheet["A3"].value
+    header = {row[0].value: row[1].value for row in sheet.iter_rows(min_row=2, max_row=14, max_col=2)}
+    assert "rounded half-up" in header["rounding"] and header["account_id"] == "acct-1"
     assert "TOTAL" in [c.value for c in sheet[sheet.max_row]]
 
 
