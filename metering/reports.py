@@ -11,9 +11,10 @@ import io
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
+import pyarrow as pa
 
 from metering.errors import BadRequest
 from metering.pricing import class_price
@@ -41,6 +42,43 @@ ROUNDING_RULE = (
     "the rounded total."
 )
 CLASS_LABELS = {c.name: c.label for c in TOKEN_CLASSES}
+
+
+class ReportSource(Protocol):
+    """Where the documents' two intermediate tables come from: the DuckDB store (`StoreSource`) or
+    the lake through Spark (`metering.lake.spark_source`); both give the same schemas and order."""
+
+    card: RateCard
+
+    def clock(self) -> datetime: ...
+
+    def usage_arrow(self, *, buckets: list[tuple[datetime, datetime]], group_by: queries.GroupBy) -> pa.Table: ...
+
+    def class_quantities_arrow(self, *, buckets: list[tuple[datetime, datetime]],
+                               account_id: str | None = None) -> pa.Table: ...
+
+
+class StoreSource:
+    """A ReportSource over the DuckDB store: each table read in a snapshot of its own."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.card = store.card
+        self.clock = store.clock
+
+    def usage_arrow(self, *, buckets: list[tuple[datetime, datetime]], group_by: queries.GroupBy) -> pa.Table:
+        with self.store.reading() as cur:
+            return queries.usage_arrow(cur, buckets=buckets, group_by=group_by)
+
+    def class_quantities_arrow(self, *, buckets: list[tuple[datetime, datetime]],
+                               account_id: str | None = None) -> pa.Table:
+        with self.store.reading() as cur:
+            return queries.class_quantities_arrow(cur, buckets=buckets, account_id=account_id)
+
+
+def as_source(store: Any) -> ReportSource:
+    """A report source as it is, or a store wrapped in one."""
+    return store if hasattr(store, "usage_arrow") else StoreSource(store)
 
 
 def parse_date(value: str | date, name: str) -> date:
@@ -128,12 +166,12 @@ def daily_report(store: Any, *, start: str | date | None = None, end: str | date
     """One row per local day and group, then a totals row (`row_type` = "total"). Without start
     or end: the last 30 local days, today included."""
     zone_info = zone(tz)
-    default_start, default_end = default_window(store.clock(), tz)
+    source = as_source(store)
+    default_start, default_end = default_window(source.clock(), tz)
     start_d, end_d = parse_date(start or default_start, "start"), parse_date(end or default_end, "end")
     buckets = cut(local_midnight(start_d, zone_info), local_midnight(end_d, zone_info), "day", zone_info)
     groups = queries.GroupBy.parse(group_by or DEFAULT_DAILY_GROUP)
-    with store.reading() as cur:
-        arrow = queries.usage_arrow(cur, buckets=buckets, group_by=groups)
+    arrow = source.usage_arrow(buckets=buckets, group_by=groups)
     days = pl.DataFrame({"bucket": list(range(len(buckets))),
                          "date": [b[0].astimezone(zone_info).date() for b in buckets]},
                         schema={"bucket": pl.Int32, "date": pl.Date})
@@ -183,10 +221,10 @@ def statement(store: Any, *, account: str, month: str, tz: str = "UTC") -> Docum
     first = parse_month(month)
     nxt = date(first.year + first.month // 12, first.month % 12 + 1, 1)
     window = [(local_midnight(first, zone_info), local_midnight(nxt, zone_info))]
-    with store.reading() as cur:
-        quantities = pl.from_arrow(queries.class_quantities_arrow(cur, buckets=window, account_id=account))
+    source = as_source(store)
+    quantities = pl.from_arrow(source.class_quantities_arrow(buckets=window, account_id=account))
     unpriced = quantities.filter(pl.col("rate_version_id").is_null())
-    lines = class_lines(quantities.drop("bucket", "key_name", "account_id"), store.card)
+    lines = class_lines(quantities.drop("bucket", "key_name", "account_id"), source.card)
     order = {c: i for i, c in enumerate(CLASS_NAMES)}
     lines = lines.with_columns(pl.col("token_class").replace_strict(order, return_dtype=pl.Int32).alias("_o")).sort(
         "api_key_id", "model", "rate_version_id", "_o").drop("_o")
@@ -242,11 +280,11 @@ def focus_export(store: Any, *, start: str | date, end: str | date) -> Document:
     start_d, end_d = parse_date(start, "start"), parse_date(end, "end")
     utc = zone("UTC")
     buckets = cut(local_midnight(start_d, utc), local_midnight(end_d, utc), "day", utc)
-    with store.reading() as cur:
-        quantities = pl.from_arrow(queries.class_quantities_arrow(cur, buckets=buckets))
+    source = as_source(store)
+    quantities = pl.from_arrow(source.class_quantities_arrow(buckets=buckets))
     days = pl.DataFrame({"bucket": list(range(len(buckets))), "day": [b[0] for b in buckets]},
                         schema={"bucket": pl.Int32, "day": pl.Datetime("us", "UTC")})
-    lines = class_lines(quantities.drop("key_name"), store.card).join(days, on="bucket").join(
+    lines = class_lines(quantities.drop("key_name"), source.card).join(days, on="bucket").join(
         quantities.select("bucket", "api_key_id", "model", "rate_version_id", "key_name").unique(),
         on=["bucket", "api_key_id", "model", "rate_version_id"], how="left")
     per_unit = pl.col("units_per_price").cast(pl.Decimal(38, 0))

@@ -112,8 +112,11 @@ def apply(con: duckdb.DuckDBPyConnection, card: RateCard, *, start: datetime, en
     result = preview(con, card, start=start, end=end)
     raw = result.pop("_raw")
     params = {"start": naive_utc(start), "end": naive_utc(end)}
+    (run_id,) = con.execute("SELECT coalesce(max(id), 0) + 1 FROM reprice_runs").fetchall()[0]
     con.register("rate_units", units_table(card))
     try:
+        changes = f"INSERT INTO reprice_changes SELECT $run, request_id FROM ({REPRICED}) WHERE {_CHANGED}"  # noqa: S608
+        con.execute(changes, {**params, "run": run_id})  # the rows this run changes, for the lake (metering/lake)
         con.execute(f"""
             UPDATE ledger SET rate_version_id = p.new_version, cost_pico = p.new_cost, list_cost_pico = p.new_list
             FROM ({REPRICED}) AS p
@@ -125,7 +128,6 @@ def apply(con: duckdb.DuckDBPyConnection, card: RateCard, *, start: datetime, en
     hi = _floor_15(end) if _floor_15(end) == naive_utc(end) else _floor_15(end) + _FIFTEEN
     con.execute(_ROLLUP_REFRESH, {"lo": lo, "hi": hi})
     con.execute("UPDATE rollup_state SET generation = generation + 1")  # cached sums over the rollup are stale
-    (run_id,) = con.execute("SELECT coalesce(max(id), 0) + 1 FROM reprice_runs").fetchall()[0]
     con.execute(
         "INSERT INTO reprice_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [run_id, naive_utc(now), naive_utc(start), naive_utc(end), raw["records"], raw["changed"],
