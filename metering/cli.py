@@ -294,7 +294,38 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.format in ("parquet", "xlsx") and not args.output:
         return _fail(f"--format {args.format} is binary: give --output FILE")
+    if args.engine == "spark" or args.lake or args.spark_master:
+        if args.engine != "spark" or not args.lake:
+            return _fail("--engine spark and --lake DIR go together (--spark-master URL is optional)")
+        if args.url:
+            return _fail("--engine spark reads the lake itself; drop --url")
+        try:
+            write(_LakeReports(args.lake, args.spark_master))
+        except MeteringError as exc:
+            return _fail(exc.message)
+        return 0
     return _with_backend(args, write)
+
+
+class _LakeReports:
+    """`report --engine spark`: the same documents, from the lake through Spark."""
+
+    def __init__(self, lake: str, master: str | None) -> None:
+        self.lake, self.master = lake, master
+
+    def report(self, kind: str, params: dict[str, Any]) -> bytes:
+        from metering import reports
+        from metering.lake import spark_source
+
+        fmt = params.pop("format")
+        allowed = {"daily": reports.DAILY_FORMATS, "statement": reports.STATEMENT_FORMATS, "focus": reports.FOCUS_FORMATS}
+        reports.check_format(fmt, allowed[kind])
+        source = spark_source(self.lake, master=self.master)
+        build = {"daily": reports.daily_report, "statement": reports.statement, "focus": reports.focus_export}[kind]
+        doc = build(source, **params)
+        doc.meta.update(source.report_notes())
+        source.warn()
+        return reports.render(doc, fmt)
 
 
 def cmd_reprice(args: argparse.Namespace) -> int:
@@ -470,6 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--month", help="statement: YYYY-MM")
     report.add_argument("--format", default="csv", choices=["json", "csv", "parquet", "xlsx"])
     report.add_argument("--output", "-o", help="file to write (default: standard output)")
+    report.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"],
+                        help="duckdb: the database file or server (default); spark: the lake, with Apache Spark")
+    report.add_argument("--lake", help="--engine spark: the lake directory (or s3a://... on a cluster)")
+    report.add_argument("--spark-master", help="--engine spark: the Spark master URL (default local[*])")
     _data_options(report)
     report.set_defaults(func=cmd_report)
 
