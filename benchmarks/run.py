@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-SUITES = ("ingest", "imports", "reports", "budgets", "concurrent", "pricing")
+SUITES = ("ingest", "imports", "reports", "budgets", "concurrent", "pricing", "lake")
 
 
 def markdown(results: list[dict]) -> str:
