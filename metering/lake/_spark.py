@@ -64,13 +64,17 @@ def session(master: str | None = None, conf: dict[str, str] | None = None) -> An
         from pyspark.sql import SparkSession
     except ImportError:
         raise LakeError("pyspark is not installed: `pip install 'metering[spark]'`") from None
-    master = master or "local[*]"
+    builder = SparkSession.builder.appName("metering-reports")
+    if master or "PYSPARK_GATEWAY_PORT" not in os.environ:  # else spark-submit started us, with its --master
+        master = master or "local[*]"
+        builder = builder.master(master)
+    master = master or "spark-submit's"
     if master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    log_config = resources.files("metering.lake").joinpath("log4j2.properties")
-    builder = (SparkSession.builder.appName("metering-reports").master(master)
-               .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log_config}")
-               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+        log_config = resources.files("metering.lake").joinpath("log4j2.properties")
+        builder = (builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log_config}")
+                   .config("spark.ui.enabled", "false"))
+    builder = (builder.config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.ansi.enabled", "true")
                .config("spark.sql.parquet.int96RebaseModeInRead", "CORRECTED")

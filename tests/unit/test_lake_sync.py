@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -218,3 +219,15 @@ def test_a_sync_killed_at_random_points_then_resumed_has_every_record_exactly_on
         assert re.match(SEGMENT_NAME, path.name), path
     assert not list((tmp_path / "lake" / "usage").rglob(".*.tmp"))
     print(f"{kills} of 6 syncs killed")
+
+
+def test_serve_with_a_bad_lake_or_node_id_stops_with_a_message(tmp_path):
+    (tmp_path / "notalake").mkdir()
+    (tmp_path / "notalake" / "x").write_text("x")
+    env = {**os.environ, "METERING_ADMIN_TOKEN": "admin-token-for-tests-0123456789"}
+    for args, message in ((["--lake", str(tmp_path / "notalake"), "--node-id", "n1"], "is not a metering lake"),
+                          (["--lake", str(tmp_path / "lake"), "--node-id", "bad id"], "is not a node id"),
+                          (["--lake", str(tmp_path / "lake")], "go together")):
+        done = subprocess.run([sys.executable, "-m", "metering.cli", "serve", "--db", str(tmp_path / "s.duckdb"),
+                               "--port", "1", *args], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
