@@ -173,6 +173,7 @@ class SparkLakeSource:
         self.conflicts: list[str] = []  # request_ids with conflicting copies (a sample), from the last query
         self.conflict_count = 0
         self.warnings: list[str] = []
+        self._cached: list[Any] = []  # DataFrames cached for one query, released after it
         self.card = self._rate_card()
         self._keys = self._key_accounts()
 
@@ -238,22 +239,30 @@ class SparkLakeSource:
             (F.col("day") >= F.lit(first_day)) & (F.col("day") <= F.lit(last_day))
             & (F.unix_micros("occurred_at") >= F.lit(epoch_micros(start)))
             & (F.unix_micros("occurred_at") < F.lit(epoch_micros(end))))
-        repeated = (records.groupBy("request_id").agg(F.count(F.lit(1)).alias("_copies")).where("_copies > 1")
-                    .select("request_id").cache())
-        n = repeated.count()
         self.conflicts, self.conflict_count = [], 0
-        if n == 0:
-            repeated.unpersist()
+        # Within one node's first exports a request_id is unique (the ledger's key): copies come only
+        # from other nodes and from restatements. Without either in the window there is nothing to do.
+        facts = records.agg(F.countDistinct("node_id").alias("nodes"),
+                            F.count_if(F.col("restatement").isNotNull()).alias("restated")).first()
+        if facts is None or (facts["nodes"] <= 1 and facts["restated"] == 0):
             return records
+        # Ids seen more than once, found by a 64-bit hash (a shuffle of 8 bytes a record, not the ids);
+        # a collision only makes a unique id a candidate, which the exact ranking below keeps as it is.
+        records = records.withColumn("_h", F.xxhash64("request_id"))
+        repeated = records.groupBy("_h").agg(F.count(F.lit(1)).alias("_copies")).where("_copies > 1").select("_h").cache()
+        n = repeated.count()
+        self._cached.append(repeated)
+        if n == 0:
+            return records.drop("_h")
         small = F.broadcast(repeated) if n <= 1_000_000 else repeated
-        single = records.join(small, "request_id", "left_anti")
+        single = records.join(small, "_h", "left_anti").drop("_h")
         content = F.struct(*[F.col(c) for c in ("occurred_at", "api_key_id", "model", "endpoint", "input_tokens",
                                                 "cached_tokens", "cache_write_tokens", "output_tokens",
                                                 "thinking_tokens", "web_search_requests")],
                            F.array_sort(F.map_entries(F.col("tags"))).alias("tags"))
         everything = Window.partitionBy("request_id").orderBy("received_at", "node_id", "restatement").rowsBetween(
             Window.unboundedPreceding, Window.unboundedFollowing)
-        copies = (records.join(small, "request_id", "left_semi").withColumn("_content", content)
+        copies = (records.join(small, "_h", "left_semi").drop("_h").withColumn("_content", content)
                   .withColumn("_kept", F.first("_content").over(everything))
                   .withColumn("_variants", F.size(F.collect_set("_content").over(everything))))
         conflicted = copies.where("_variants > 1").select("request_id").distinct()
@@ -315,7 +324,7 @@ class SparkLakeSource:
             *[m.cast("long").alias(name) for name, m in measures.items()],
             F.coalesce(F.sum("cost"), zero).cast("decimal(38,12)").alias("cost"),
             F.coalesce(F.sum("list_cost"), zero).cast("decimal(38,12)").alias("list_cost"))
-        return _arrow(summed, ["bucket", *group_by.fields])
+        return self._collect(summed, ["bucket", *group_by.fields])
 
     def class_quantities_arrow(self, *, buckets: list[tuple[datetime, datetime]],
                                account_id: str | None = None) -> pa.Table:
@@ -334,7 +343,15 @@ class SparkLakeSource:
             (F.coalesce(F.sum("list_cost"), zero) * pico).cast("decimal(38,0)").alias("list_cost_pico"))
         columns = ["bucket", "account_id", "key_name", "api_key_id", "model", "rate_version_id", "requests",
                    *[c.name for c in TOKEN_CLASSES], "cost_pico", "list_cost_pico"]
-        return _arrow(summed.select(*columns), columns)
+        return self._collect(summed.select(*columns), columns)
+
+    def _collect(self, frame: Any, order: list[str]) -> pa.Table:
+        try:
+            return _arrow(frame, order)
+        finally:
+            for cached in self._cached:
+                cached.unpersist()
+            self._cached.clear()
 
     def report_notes(self) -> dict[str, Any]:
         """What a document made from this source should say beyond its figures (nothing, usually)."""
