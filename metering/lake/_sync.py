@@ -258,10 +258,11 @@ def _sync(store: Any, lake: Path, node_id: str) -> SyncResult:
         state["legacy_exported"] = True
         save()
 
-    if state["plan_end"] is None and int(committed) > int(state["exported_seq"]):
-        state["plan_end"] = int(committed)
-        save()
-    if state["plan_end"] is not None:
+    # A plan left by a killed sync is finished first (same rows, same names); then one for what is new.
+    while state["plan_end"] is not None or int(committed) > int(state["exported_seq"]):
+        if state["plan_end"] is None:
+            state["plan_end"] = int(committed)
+            save()
         for lo, hi in _chunks(int(state["exported_seq"]), int(state["plan_end"])):
             with store.reading() as cur:
                 arrow = cur.sql(_ORIGINALS.format(where=f"l.seq > {lo} AND l.seq <= {hi}")).to_arrow_table()
@@ -273,10 +274,10 @@ def _sync(store: Any, lake: Path, node_id: str) -> SyncResult:
         state["plan_end"] = None
         save()
 
-    if state["restate_to"] is None and int(last_run) > int(state["restated_run"]):
-        state["restate_to"] = int(last_run)
-        save()
-    if state["restate_to"] is not None:
+    while state["restate_to"] is not None or int(last_run) > int(state["restated_run"]):
+        if state["restate_to"] is None:
+            state["restate_to"] = int(last_run)
+            save()
         _restate(store, lake, node_id, state, result)
         state["restated_run"], state["restate_to"] = state["restate_to"], None
         save()

@@ -103,6 +103,21 @@ def test_a_second_sync_exports_only_what_is_new(store, tmp_path):
     assert len(ids) == len(set(ids)) == 500
 
 
+def test_one_sync_finishes_a_killed_plan_and_then_exports_what_came_after_it(store, tmp_path):
+    """Regression (#13): a sync that found a plan left by a killed one finished that plan only, and
+    the records committed after it waited for the sync after."""
+    ingest(store, generate_records(300, seed=6))
+    lake.sync(store, tmp_path / "lake", "n1")
+    ingest(store, generate_records(200, seed=7))
+    state_file = tmp_path / "lake" / "_state" / "n1.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "plan_end": 400}))  # killed after planning up to seq 400
+    assert lake.sync(store, tmp_path / "lake", "n1").records == 200
+    ids = lake_rows(tmp_path / "lake").column("request_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 500
+    assert json.loads(state_file.read_text())["plan_end"] is None
+
+
 def test_chunks_are_the_same_cuts_for_a_retried_plan():
     assert list(_chunks(0, 2_500_000)) == [(0, 1_000_000), (1_000_000, 2_000_000), (2_000_000, 2_500_000)]
     assert list(_chunks(1_000_000, 2_500_000)) == list(_chunks(0, 2_500_000))[1:]  # resumed after the first
