@@ -18,6 +18,22 @@ from metering.services.ingest import BadLine
 from metering.settings import Settings
 
 
+def _report(source: Any, kind: str, params: dict[str, Any], *, now: Any, notes: Callable[[], dict] | None = None) -> bytes:
+    """A finance document from a source (the ledger, or the lake), rendered."""
+    fmt = params.pop("format")
+    allowed = {"daily": reports.DAILY_FORMATS, "statement": reports.STATEMENT_FORMATS, "focus": reports.FOCUS_FORMATS}
+    check_format(fmt, allowed[kind])
+    if kind == "daily":
+        doc = reports.daily_report(source, now=now, **params)
+    elif kind == "statement":
+        doc = reports.statement(source, **params)
+    else:
+        doc = reports.focus_export(source, **params)
+    if notes is not None:
+        doc.meta.update(notes())
+    return render(doc, fmt)
+
+
 class LocalBackend:
     """Opens the database file itself (fails clearly if a server holds it) and calls the services as
     the admin."""
@@ -47,17 +63,7 @@ class LocalBackend:
         return rates.get_card(self.ctx)
 
     def report(self, kind: str, params: dict[str, Any]) -> bytes:
-        fmt = params.pop("format")
-        allowed = {"daily": reports.DAILY_FORMATS, "statement": reports.STATEMENT_FORMATS, "focus": reports.FOCUS_FORMATS}
-        check_format(fmt, allowed[kind])
-        source = reports.LedgerSource(self.ctx)
-        if kind == "daily":
-            doc = reports.daily_report(source, now=self.ctx.now(), **params)
-        elif kind == "statement":
-            doc = reports.statement(source, **params)
-        else:
-            doc = reports.focus_export(source, **params)
-        return render(doc, fmt)
+        return _report(reports.LedgerSource(self.ctx), kind, params, now=self.ctx.now())
 
     def reprice(self, body: dict[str, Any]) -> dict[str, Any]:
         return reprice.reprice(self.ctx, **body)
@@ -97,6 +103,22 @@ class LocalBackend:
 
     def close(self) -> None:
         self.ctx.store.close()
+
+
+class LakeBackend:
+    """`report --engine spark`: the same documents, computed by Spark over the lake."""
+
+    def __init__(self, lake: str, master: str | None, *, billing_tz: str = "UTC") -> None:
+        self.lake, self.master, self.billing_tz = lake, master, billing_tz
+
+    def report(self, kind: str, params: dict[str, Any]) -> bytes:
+        from metering.lake import spark_source
+
+        source = spark_source(self.lake, master=self.master, billing_tz=self.billing_tz)
+        try:
+            return _report(source, kind, params, now=source.clock(), notes=source.report_notes)
+        finally:
+            source.warn()
 
 
 class RemoteBackend:

@@ -46,13 +46,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ))
     except (SettingsError, MeteringError) as exc:
         return _fail(getattr(exc, "message", str(exc)))
+    syncer = None
+    if args.lake or args.node_id:
+        from metering.lake import LakeSyncer
+
+        try:
+            if not (args.lake and args.node_id):
+                raise MeteringError("--lake and --node-id go together: the lake directory and this node's id in it")
+            syncer = LakeSyncer(store, Path(args.lake), args.node_id, interval=args.lake_interval).start()
+        except MeteringError as exc:
+            store.close()
+            return _fail(exc.message)
+        print(f"metering: exporting to the lake {args.lake} as node {args.node_id} every {args.lake_interval:g} s",
+              flush=True)
     if generated:
         print("Development tokens (shown once; set them in the environment to keep them):", flush=True)
         for name, value in generated.items():
             print(f"  {name}={value}", flush=True)
     print(f"metering: serving {settings.db_path} on http://{settings.host}:{settings.port} "
           f"(API docs at /docs)", flush=True)
-    return _run_server(settings, store, args.log_level)
+    return _run_server(settings, store, args.log_level, before_close=syncer.stop if syncer else None)
 
 
 def _open_for_serving(settings: Settings) -> tuple[Settings, dict[str, str], Any]:
@@ -63,8 +76,8 @@ def _open_for_serving(settings: Settings) -> tuple[Settings, dict[str, str], Any
     return settings, generated, open_store(settings)
 
 
-def _run_server(settings: Settings, store: Any, log_level: str) -> int:
-    """Serve the app on an open store until stopped; closes the store."""
+def _run_server(settings: Settings, store: Any, log_level: str, before_close: Any = None) -> int:
+    """Serve the app on an open store until stopped; calls `before_close`, then closes the store."""
     import gc
 
     import uvicorn
@@ -82,6 +95,8 @@ def _run_server(settings: Settings, store: Any, log_level: str) -> int:
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False)
     finally:
+        if before_close is not None:
+            before_close()
         store.close()
     return 0
 
@@ -279,6 +294,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.format in ("parquet", "xlsx") and not args.output:
         return _fail(f"--format {args.format} is binary: give --output FILE")
+    if args.engine == "spark" or args.lake or args.spark_master:
+        if args.engine != "spark" or not args.lake:
+            return _fail("--engine spark and --lake DIR go together (--spark-master URL is optional)")
+        if args.url:
+            return _fail("--engine spark reads the lake itself; drop --url")
+        try:
+            from metering.backends import LakeBackend
+
+            write(LakeBackend(args.lake, args.spark_master, billing_tz=Settings.from_env().billing_tz))
+        except MeteringError as exc:
+            return _fail(exc.message)
+        return 0
     return _with_backend(args, write)
 
 
@@ -448,6 +475,20 @@ def _backend(settings: Settings) -> Any:
     return LocalBackend.open(settings)
 
 
+# --- the lake ----------------------------------------------------------------------------------------------
+
+
+def cmd_lake_sync(args: argparse.Namespace) -> int:
+    from metering.lake import sync_file
+
+    try:
+        result = sync_file(Path(args.db) if args.db else Settings.from_env().db_path, Path(args.lake), args.node_id)
+    except MeteringError as exc:
+        return _fail(exc.message)
+    print(result.summary())
+    return 0
+
+
 # --- the parser --------------------------------------------------------------------------------------------
 
 
@@ -468,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev", action="store_true", help="generate missing tokens and print them once")
     serve.add_argument("--rate-card", help="rate card TOML (default: METERING_RATE_CARD or data/rate_card.toml)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--lake", help="export committed records continuously into this lake directory")
+    serve.add_argument("--node-id", help="this node's id in the lake (letters, digits, - and _)")
+    serve.add_argument("--lake-interval", type=float, default=2.0, help="seconds between lake exports (default 2)")
     serve.set_defaults(func=cmd_serve)
 
     dem = sub.add_parser("demo", help="build a demo database with realistic traffic (once), then serve it")
@@ -512,6 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--month", help="statement: YYYY-MM")
     report.add_argument("--format", default="csv", choices=["json", "csv", "parquet", "xlsx"])
     report.add_argument("--output", "-o", help="file to write (default: standard output)")
+    report.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"],
+                        help="duckdb: the database file or server (default); spark: the lake, with Apache Spark")
+    report.add_argument("--lake", help="--engine spark: the lake directory (or s3a://... on a cluster)")
+    report.add_argument("--spark-master", help="--engine spark: the Spark master URL (default local[*])")
     _data_options(report)
     report.set_defaults(func=cmd_report)
 
@@ -571,6 +619,14 @@ def build_parser() -> argparse.ArgumentParser:
     for parser_ in (badd, bshow, bdel, bstatus, *[bud.choices[n] for n in ("list", "check", "alerts")]):
         _data_options(parser_)
         parser_.set_defaults(func=cmd_budgets)
+
+    lake = sub.add_parser("lake", help="the ledger as an open Parquet lake").add_subparsers(dest="lake_command",
+                                                                                           required=True)
+    lsync = lake.add_parser("sync", help="export the committed records the lake does not have yet")
+    lsync.add_argument("--db", help="database file (default: METERING_DB or data/metering.duckdb)")
+    lsync.add_argument("--lake", required=True, help="the lake directory (created if new)")
+    lsync.add_argument("--node-id", required=True, help="this database's node id in the lake")
+    lsync.set_defaults(func=cmd_lake_sync)
 
     rates = sub.add_parser("rates", help="the rate card").add_subparsers(dest="rates_command", required=True)
     rlist = rates.add_parser("list", help="list models and their price versions")

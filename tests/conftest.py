@@ -144,8 +144,9 @@ class Server:
     """`metering serve` in a subprocess on 127.0.0.1."""
 
     def __init__(self, db: Path, *, port: int | None = None, extra_env: dict[str, str] | None = None,
-                 log_level: str = "warning") -> None:
+                 log_level: str = "warning", args: list[str] | None = None) -> None:
         self.log_level = log_level
+        self.args = list(args or [])  # more `serve` options, e.g. --lake DIR --node-id ID
         self.db = db
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -158,7 +159,7 @@ class Server:
         with self.log.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "metering.cli", "serve", "--db", str(self.db), "--port", str(self.port),
-                 "--log-level", self.log_level],
+                 "--log-level", self.log_level, *self.args],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
@@ -216,3 +217,22 @@ def api_routes(app) -> list:
 
     walk(app.routes)
     return found
+
+
+# --- Apache Spark (the lake's report engine) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The run's one SparkSession (local[2]), shared with the code under test (metering.lake builds one
+    per process). Where Spark cannot start (no Java): skipped locally, a failure in CI
+    (METERING_REQUIRE_SPARK=1, set by .ci/run)."""
+    from metering.lake import LakeError
+    from metering.lake._spark import session
+
+    try:
+        return session("local[2]")
+    except LakeError as exc:
+        if os.environ.get("METERING_REQUIRE_SPARK"):
+            pytest.fail(f"Apache Spark cannot start: {exc.message}", pytrace=False)
+        pytest.skip(f"Apache Spark cannot start: {exc.message}")

@@ -96,8 +96,12 @@ def apply(con: duckdb.DuckDBPyConnection, units: pa.Table, *, start: datetime, e
     refresh recomputes rolled-up cells only); returns the change and the audit row's id."""
     result = preview(con, units, start=start, end=end)
     params = {"start": naive_utc(start), "end": naive_utc(end)}
+    (run_id,) = con.execute("SELECT coalesce(max(id), 0) + 1 FROM reprice_runs").fetchall()[0]
     con.register("rate_units", units)
     try:
+        # The rows this run changes, so the change can be carried elsewhere (the lake restates them).
+        con.execute(f"INSERT INTO reprice_changes SELECT $run, request_id FROM ({REPRICED}) WHERE {_CHANGED}",  # noqa: S608
+                    {**params, "run": run_id})
         con.execute(f"""
             UPDATE ledger SET rate_version_id = p.new_version, cost_pico = p.new_cost, list_cost_pico = p.new_list
             FROM ({REPRICED}) AS p
@@ -110,7 +114,6 @@ def apply(con: duckdb.DuckDBPyConnection, units: pa.Table, *, start: datetime, e
     con.execute(rollup.REFRESH_MONEY, {"lo": naive_utc(lo), "hi": naive_utc(hi)})
     spend.refresh(con, lo=lo, hi=hi)
     con.execute("UPDATE rollup_state SET generation = generation + 1")  # cached sums over the rollup are stale
-    (run_id,) = con.execute("SELECT coalesce(max(id), 0) + 1 FROM reprice_runs").fetchall()[0]
     t = result.totals
     con.execute(
         "INSERT INTO reprice_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

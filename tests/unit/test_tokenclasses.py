@@ -94,3 +94,26 @@ def test_the_classes_partition_a_record():
     assert q["uncached_input"] + q["cached_input"] + q["cache_write"] == rec["input_tokens"]
     assert q["output"] + q["thinking"] == rec["output_tokens"]
     assert quantities({**rec, "thinking_tokens": None}.get)["output"] == 500  # unknown thinking: all output
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(st.lists(records(), min_size=1, max_size=40), versions())
+def test_the_spark_form_prices_every_record_to_the_same_integers(spark, rows, version):
+    """The lake's report engine (metering.lake) derives its quantities from the same table: one Spark
+    job per example prices every record per class, exactly, in DECIMAL(38, 0)."""
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    from metering.lake._spark import class_cost
+
+    card = RateCard()
+    card.add(version.__class__(**{**{f: getattr(version, f) for f in version.__dataclass_fields__}, "id": 1}))
+    stored = card.all_versions()[0]
+    frame = spark.createDataFrame([tuple(getattr(r, f) for f in FIELDS) for r in rows],
+                                  StructType([StructField(f, LongType()) for f in FIELDS]))
+    units = {basis: unit_prices(stored, basis) for basis in ("current", "list")}
+    columns = [class_cost(c, unit[i]).alias(f"{basis}_{c.name}")
+               for basis, unit in units.items() for i, c in enumerate(TOKEN_CLASSES)]
+    priced = frame.select(*columns).collect()
+    for basis, unit in units.items():
+        python = [tuple(unchecked(r, unit)) for r in rows]
+        assert [tuple(int(row[f"{basis}_{c.name}"]) for c in TOKEN_CLASSES) for row in priced] == python
