@@ -14,13 +14,14 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering import __version__
-from metering.api import budgets, docs, errors, keys, rates, reconcile, reports, traces, usage
+from metering.api import budgets, docs, errors, keys, metrics, rates, reconcile, reports, traces, usage
 from metering.api.auth import TokenCheck
 from metering.api.deps import AnyRole
 from metering.api.limits import ReadLimiter
 from metering.services.alerts import Evaluator
 from metering.services.context import Context, open_store
 from metering.services.delivery import Sender
+from metering.services.metrics import Metrics
 from metering.settings import Settings
 from metering.store.db import Store
 
@@ -57,15 +58,18 @@ class DashboardHeaders:
 
 def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     """`store`: an already open store (the caller closes it); otherwise one is opened at start-up."""
+    instruments = Metrics()  # this app's registry (GET /metrics); never the process-wide default
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None
         app.state.settings = settings
         app.state.store = store if store is not None else open_store(settings)
-        app.state.ctx = ctx = Context(app.state.store, settings)
+        app.state.ctx = ctx = Context(app.state.store, settings, metrics=instruments)
+        instruments.watch(app.state.store.writer)
         app.state.tokens = TokenCheck(
-            admin_token=settings.admin_token, ingest_token=settings.ingest_token, store=app.state.store
+            admin_token=settings.admin_token, ingest_token=settings.ingest_token, store=app.state.store,
+            metrics_token=settings.metrics_token,
         )
         app.state.limiter = ReadLimiter(settings.reads_per_principal)
         app.state.sender = Sender(ctx).start()
@@ -88,6 +92,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         redoc_url=None,
     )
     errors.install(app)
+    app.state.metrics = instruments
 
     @app.get("/healthz", tags=["health"], summary="Liveness; needs no token")
     async def healthz() -> dict[str, str]:
@@ -104,6 +109,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         return RedirectResponse("/dashboard/")
 
     app.add_middleware(DashboardHeaders)
+    app.add_middleware(metrics.RequestMetrics, metrics=instruments)  # outermost: times the whole request
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")
 
     app.include_router(usage.router)
@@ -114,4 +120,5 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(budgets.router)
     app.include_router(docs.router)
     app.include_router(reconcile.router)
+    app.include_router(metrics.router)
     return app

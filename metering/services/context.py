@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -12,6 +13,9 @@ from metering.ratecard import load_rate_card
 from metering.services.statuscache import StatusCache
 from metering.settings import Settings
 from metering.store.db import Store
+
+if TYPE_CHECKING:
+    from metering.services.metrics import Metrics
 
 
 @dataclass
@@ -22,6 +26,7 @@ class Context:
     store: Store
     settings: Settings = field(default_factory=Settings)
     status_cache: StatusCache = field(default_factory=StatusCache)
+    metrics: Metrics | None = None  # the HTTP app's (GET /metrics); None in the CLI
     _units: tuple[tuple, pa.Table] | None = field(default=None, repr=False)
 
     def now(self) -> datetime:

@@ -116,6 +116,42 @@ WHERE rate_version_id IS NULL OR (cost_huge <= {MAX_COST_PICO} AND list_huge <= 
 """  # noqa: S608 (fixed SQL: the basis names are constants)
 FLUSH_RECORDS = 50_000  # roll up at least this often (in records) ...
 FLUSH_SECONDS = 1.0  # ... and this often (in seconds) while anything is pending
+GROUP_BOUNDS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """A histogram of group commit sizes: how many groups had at most `bounds[i]` (per bucket, not
+    cumulative; the last count is above every bound), and the sum of the sizes."""
+
+    bounds: tuple[int, ...]
+    counts: tuple[int, ...]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriterState:
+    """What an operator watches (GET /metrics): the queue, the rollup's lag, the commits."""
+
+    queue_depth: int  # ingest batches and calls waiting for the writer thread
+    unflushed_records: int  # committed to the ledger, not yet in the rollup (readers add them on the fly)
+    lag_seconds: float  # since the last rollup flush, while records wait for the next one; else 0
+    groups_committed: int
+    group_records: Sizes  # records per group commit
+    group_requests: Sizes  # ingest requests (batches) per group commit
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.counts = [0] * (len(GROUP_BOUNDS) + 1)
+        self.total = 0
+
+    def observe(self, size: int) -> None:
+        self.counts[bisect.bisect_left(GROUP_BOUNDS, size)] += 1
+        self.total += size
+
+    def sizes(self) -> Sizes:
+        return Sizes(GROUP_BOUNDS, tuple(self.counts), self.total)
 
 
 class Writer:
@@ -130,6 +166,9 @@ class Writer:
         self._unflushed = self._seq - int(watermark)  # a tail left by a crash is rolled up soon after start
         self._last_flush = time.monotonic()
         self.groups_committed = 0
+        self._stats_lock = threading.Lock()
+        self._group_records = _Counts()
+        self._group_requests = _Counts()
         self._listeners: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="metering-writer", daemon=True)
         self._thread.start()
@@ -151,6 +190,15 @@ class Writer:
         item = _Call(fn)
         self._queue.put(item)
         return item.future.result()
+
+    def state(self) -> WriterState:
+        """A consistent snapshot of the writer's figures (any thread; cheap)."""
+        with self._stats_lock:
+            unflushed = self._unflushed
+            waited = time.monotonic() - self._last_flush
+            return WriterState(queue_depth=self._queue.qsize(), unflushed_records=unflushed,
+                               lag_seconds=waited if unflushed else 0.0, groups_committed=self.groups_committed,
+                               group_records=self._group_records.sizes(), group_requests=self._group_requests.sizes())
 
     def on_ingest(self, listener: Callable[[], None]) -> None:
         """Call `listener` (quickly: it runs on the writer thread) after each ingest commit."""
@@ -178,8 +226,9 @@ class Writer:
         (watermark,) = con.execute("SELECT watermark FROM rollup_state").fetchall()[0]
         con.execute(rollup.FLUSH, {"lo": int(watermark), "hi": self._seq})
         con.execute("UPDATE rollup_state SET watermark = ?, generation = generation + 1", [self._seq])
-        self._unflushed = 0
-        self._last_flush = time.monotonic()
+        with self._stats_lock:
+            self._unflushed = 0
+            self._last_flush = time.monotonic()
 
     def _maybe_flush(self, *, force: bool = False) -> None:
         due = self._unflushed >= FLUSH_RECORDS or time.monotonic() - self._last_flush >= FLUSH_SECONDS
@@ -213,7 +262,10 @@ class Writer:
                 size += len(more)
             group.sort(key=lambda item: isinstance(item.batch, UnpricedTable))  # priced records first
             self._transaction(group, lambda g=group: self._ingest_group(g))
-            self.groups_committed += 1
+            with self._stats_lock:
+                self.groups_committed += 1
+                self._group_records.observe(size)
+                self._group_requests.observe(len(group))
             for listener in self._listeners:
                 listener()
             self._maybe_flush()
@@ -273,7 +325,8 @@ class Writer:
                 self._con.register("rate_units", unpriced[-1].units)  # the newest card of the group
                 ((inserted,),) = self._con.execute(_INSERT_LEDGER, received).fetchall()
                 count += inserted
-            self._unflushed += count
+            with self._stats_lock:
+                self._unflushed += count
             if count == n:
                 return [[ACCEPTED_OUTCOME] * len(item) for item in group]
             self._con.register("ingest_batch", candidates)
