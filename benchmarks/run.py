@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-SUITES = ("ingest", "otlp", "imports", "reports", "reconcile", "budgets", "concurrent", "pricing", "client")
+SUITES = ("ingest", "otlp", "imports", "reports", "reconcile", "budgets", "concurrent", "pricing", "client", "metrics")
 
 
 def markdown(results: list[dict]) -> str:
