@@ -266,6 +266,8 @@ def cmd_rates_list(args: argparse.Namespace) -> int:
         card = backend.rates()
         print("USD per 1M tokens (current / list); web search per 1,000 requests")
         for model in card["models"]:
+            if model.get("aliases"):
+                print(f"{model['model']}  aliases: {', '.join(model['aliases'])}")
             for v in model["versions"]:
                 parts = [f"{name} {v[name]['current']}/{v[name]['list']}"
                          for name in ("input", "cached_input", "output", "cache_write", "thinking", "web_search")

@@ -33,10 +33,11 @@ class Context:
         return self.store.clock()
 
     def units(self) -> pa.Table:
-        """The rate card's unit prices as a table (for pricing in SQL), rebuilt when a version is added."""
+        """The rate card's unit prices as a table (for pricing in SQL), rebuilt when a version or an alias
+        is added."""
         card = self.store.card
-        versions = tuple(v.id for v in card.all_versions())
-        if self._units is None or self._units[0] != versions:
+        versions = (tuple(v.id for v in card.all_versions()), card.aliases)  # aliases: replaced on each change
+        if self._units is None or self._units[0][0] != versions[0] or self._units[0][1] is not versions[1]:
             self._units = (versions, units_table(card))
         return self._units[1]
 
