@@ -15,10 +15,11 @@ import tempfile
 from pathlib import Path
 
 import orjson
-from metering.service import reconcile
 
 from benchmarks.reports import build_ledger, timed
 from metering.ratecard import load_rate_card
+from metering.services.context import Context
+from metering.services.reconcile import reconcile
 from metering.settings import DEFAULT_RATE_CARD, Settings
 from metering.store.db import Store
 
@@ -72,7 +73,7 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
 
         def run(pages: list[dict], **split) -> dict:
             # the body as the API receives it: bytes, decoded per call
-            return reconcile(store, provider="openai", report=orjson.loads(parse.setdefault(id(pages), orjson.dumps(
+            return reconcile(Context(store), provider="openai", report=orjson.loads(parse.setdefault(id(pages), orjson.dumps(
                 pages))), start=START, end=END, **split)
 
         first = run(by_model)
