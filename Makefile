@@ -11,8 +11,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The service on an embedded DuckDB file, with a demo's data (built once, then reused) and the
-# dashboard; `metering serve --dev` runs it on an empty data/metering.duckdb instead.
+# The service on the default database file (data/metering.duckdb, or METERING_DB), with a demo's data
+# built into it once when it is empty, and the dashboard; CLI commands in another terminal go through it.
 run: $(BIN)/.installed
 	$(BIN)/metering demo
 

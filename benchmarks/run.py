@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 SUITES = ("ingest", "otlp", "imports", "reports", "reconcile", "budgets", "concurrent", "reservations", "pricing",
-          "client", "periods", "lake")
+          "client", "periods", "lake", "metrics")
 
 
 def markdown(results: list[dict]) -> str:

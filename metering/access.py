@@ -2,7 +2,8 @@
 
 - admin: everything;
 - ingest (the gateway): sends usage, traces and reservations, and reads budget status for enforcement;
-- key (a registered API key's own secret): its own usage, budgets and alerts, nothing else.
+- key (a registered API key's own secret): its own usage, budgets and alerts, nothing else;
+- metrics (a Prometheus scraper): GET /metrics, nothing else.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from metering.errors import Forbidden
 
-ADMIN, INGEST, KEY = "admin", "ingest", "key"
+ADMIN, INGEST, KEY, METRICS = "admin", "ingest", "key", "metrics"
 UNASSIGNED = "unassigned"  # the account of keys that are not registered
 
 

@@ -1,8 +1,14 @@
-"""Where CLI data commands act: on the database file, or through a running server."""
+"""Where CLI data commands act: on the database file, or through a running server (given --url,
+or found through the file a server leaves beside the database it holds: `ServerFile`)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -206,3 +212,59 @@ class RemoteBackend:
 
     def close(self) -> None:
         self._client.close()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFile:
+    """`<database>.server.json`: written by `metering serve` and `metering demo` while they hold the
+    database file, removed when they stop. It names the server's URL and process, and the admin token
+    only when the server generated it (`--dev`, the demo), which it printed anyway; a token from the
+    environment is never written. Readable by its owner only."""
+
+    path: Path
+    url: str
+    pid: int
+    token: str | None = None
+
+    @staticmethod
+    def path_for(db_path: Path) -> Path:
+        return db_path.with_name(db_path.name + ".server.json")
+
+    @classmethod
+    def announce(cls, db_path: Path, *, host: str, port: int, token: str | None) -> ServerFile:
+        if host in ("", "0.0.0.0"):  # noqa: S104 (a listening address, mapped to one to connect to)
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        found = cls(cls.path_for(db_path), url, os.getpid(), token)
+        data = {"url": url, "pid": found.pid, "db": str(db_path.resolve()), **({"admin_token": token} if token else {})}
+        temporary = found.path.with_name(found.path.name + f".{found.pid}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(data, handle)
+        os.replace(temporary, found.path)
+        return found
+
+    def withdraw(self) -> None:
+        """Remove the file, if it is still this process's."""
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            if int(json.loads(self.path.read_text(encoding="utf-8"))["pid"]) == self.pid:
+                self.path.unlink()
+
+    @classmethod
+    def find(cls, db_path: Path) -> ServerFile | None:
+        """The server that announced itself for this database, if its process still runs."""
+        path = cls.path_for(db_path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            found = cls(path, str(data["url"]), int(data["pid"]), data.get("admin_token") or None)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        try:
+            os.kill(found.pid, 0)
+        except ProcessLookupError:
+            return None  # left by a server that was killed
+        except PermissionError:
+            pass  # another user's process: it runs
+        return found

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import shlex
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from metering.errors import MeteringError
+from metering.errors import DatabaseLocked, MeteringError
 from metering.settings import Settings, SettingsError
 
 EXIT_USAGE = 2
 EXIT_REJECTED = 1
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
 
 
 def _fail(message: str) -> int:
@@ -65,7 +70,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"  {name}={value}", flush=True)
     print(f"metering: serving {settings.db_path} on http://{settings.host}:{settings.port} "
           f"(API docs at /docs)", flush=True)
-    return _run_server(settings, store, args.log_level, before_close=syncer.stop if syncer else None)
+    return _run_server(settings, store, args.log_level, generated_token=generated.get("METERING_ADMIN_TOKEN"),
+                       before_close=syncer.stop if syncer else None)
 
 
 def _open_for_serving(settings: Settings) -> tuple[Settings, dict[str, str], Any]:
@@ -76,13 +82,17 @@ def _open_for_serving(settings: Settings) -> tuple[Settings, dict[str, str], Any
     return settings, generated, open_store(settings)
 
 
-def _run_server(settings: Settings, store: Any, log_level: str, before_close: Any = None) -> int:
-    """Serve the app on an open store until stopped; calls `before_close`, then closes the store."""
+def _run_server(settings: Settings, store: Any, log_level: str, *, generated_token: str | None = None,
+                before_close: Any = None) -> int:
+    """Serve the app on an open store until stopped; calls `before_close`, then closes the store. While it
+    runs, a file beside the database names the server (and a generated admin token), so CLI commands on
+    the same file go through it instead of stopping at the lock (metering.backends.ServerFile)."""
     import gc
 
     import uvicorn
 
     from metering.api.app import create_app
+    from metering.backends import ServerFile
 
     app = create_app(settings, store=store)
     # A 1,000-record body is ~15,000 new objects, which set off the collector's full passes over
@@ -92,13 +102,24 @@ def _run_server(settings: Settings, store: Any, log_level: str, before_close: An
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn shuts down gracefully on SIGTERM, then raises it again with the handler it found: with
+        # this one the process leaves through the `finally` below (store closed, server file withdrawn)
+        # instead of dying in the middle of it. Exit status 143 (128 + SIGTERM), as if it had died.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+    announced = ServerFile.announce(settings.db_path, host=settings.host, port=settings.port, token=generated_token)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False)
     finally:
         if before_close is not None:
             before_close()
+        announced.withdraw()
         store.close()
     return 0
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -109,8 +130,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        settings, generated, store = _open_for_serving(
-            Settings.from_env(db_path=Path(args.db), host=args.host, port=args.port, dev=True))
+        settings, generated, store = _open_for_serving(  # the default database, as serve and the CLI use
+            Settings.from_env(db_path=Path(args.db) if args.db else None, host=args.host, port=args.port, dev=True))
     except (SettingsError, MeteringError) as exc:
         return _fail(getattr(exc, "message", str(exc)))
     existing = store.record_count()
@@ -126,10 +147,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     url = f"http://{settings.host}:{settings.port}/dashboard/"
     print(f"\nDashboard: {url}", flush=True)
     print(f"  admin token:  {settings.admin_token}", flush=True)
-    print(f"  key token:    {demo.demo_secret(demo.KEYS[0])}  (sees only {demo.KEYS[0]})", flush=True)
+    if store.key(demo.KEYS[0]) is not None:  # a file that held other data before keeps it, without demo keys
+        print(f"  key token:    {demo.demo_secret(demo.KEYS[0])}  (sees only {demo.KEYS[0]})", flush=True)
     if generated.get("METERING_INGEST_TOKEN"):
         print(f"  ingest token: {settings.ingest_token}", flush=True)
-    return _run_server(settings, store, args.log_level)
+    print("CLI commands in another terminal (`metering report daily`) go through this server.", flush=True)
+    return _run_server(settings, store, args.log_level, generated_token=generated.get("METERING_ADMIN_TOKEN"))
 
 
 # --- import ------------------------------------------------------------------------------------------
@@ -211,7 +234,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     totals = {"accepted": 0, "duplicates": 0, "rejected": 0}
     shown = 0
     try:
-        backend = _backend(settings)
+        backend = _backend(settings, args)
     except MeteringError as exc:
         return _fail(exc.message)
     try:
@@ -260,6 +283,8 @@ def cmd_rates_list(args: argparse.Namespace) -> int:
         card = backend.rates()
         print("USD per 1M tokens (current / list); web search per 1,000 requests")
         for model in card["models"]:
+            if model.get("aliases"):
+                print(f"{model['model']}  aliases: {', '.join(model['aliases'])}")
             for v in model["versions"]:
                 parts = [f"{name} {v[name]['current']}/{v[name]['list']}"
                          for name in ("input", "cached_input", "output", "cache_write", "thinking", "web_search")
@@ -269,17 +294,20 @@ def cmd_rates_list(args: argparse.Namespace) -> int:
     return _with_backend(args, show)
 
 
+# The formats each report exists in (the server's, services.reports.*_FORMATS; a test keeps them equal):
+# argparse offers only these, so `report focus --format xlsx` is refused before any work.
+REPORT_FORMATS = {"daily": ("json", "csv", "parquet", "xlsx"), "statement": ("json", "csv", "xlsx"),
+                  "focus": ("csv", "parquet")}
+BINARY_FORMATS = ("parquet", "xlsx")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"format": args.format}
     if args.kind == "daily":
         params.update(start=args.start, end=args.end, tz=args.tz or "UTC", group_by=args.group_by)
     elif args.kind == "statement":
-        if not args.account or not args.month:
-            return _fail("report statement needs --account and --month")
         params.update(account=args.account, month=args.month, tz=args.tz)
     else:
-        if not args.start or not args.end:
-            return _fail("report focus needs --start and --end")
         params.update(start=args.start, end=args.end)
 
     def write(backend: Any) -> None:
@@ -288,11 +316,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             Path(args.output).write_bytes(body)
             print(f"wrote {args.output} ({len(body):,} bytes)", file=sys.stderr)
         else:
-            sys.stdout.buffer.write(body)
-            if args.format == "json":
-                sys.stdout.buffer.write(b"\n")
+            _write_out(body + (b"\n" if args.format == "json" else b""))
 
-    if args.format in ("parquet", "xlsx") and not args.output:
+    if args.format in BINARY_FORMATS and not args.output:
         return _fail(f"--format {args.format} is binary: give --output FILE")
     if args.engine == "spark" or args.lake or args.spark_master:
         if args.engine != "spark" or not args.lake:
@@ -362,7 +388,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             Path(args.output).write_bytes(body)
             print(f"wrote {args.output} ({len(body):,} bytes)", file=sys.stderr)
         else:
-            sys.stdout.buffer.write(body + (b"\n" if args.format == "json" else b""))
+            _write_out(body + (b"\n" if args.format == "json" else b""))
         for row in result["rows"]:
             if row["status"] == "drift":
                 where = f"{row['date']} {row['model']}" + (f" {row['group']}" if "group" in row else "")
@@ -447,6 +473,14 @@ def cmd_budgets(args: argparse.Namespace) -> int:
     return _with_backend(args, act)
 
 
+def _write_out(data: bytes) -> None:
+    """All of `data` to standard output. Unbuffered (PYTHONUNBUFFERED=1), sys.stdout.buffer is the raw
+    file, whose write may take only part of it (what a pipe has room for) and say so only by its count."""
+    view = memoryview(data)
+    while view:
+        view = view[sys.stdout.buffer.write(view) or 0:]
+
+
 def _print_json(data: Any) -> None:
     import json
 
@@ -455,7 +489,7 @@ def _print_json(data: Any) -> None:
 
 def _with_backend(args: argparse.Namespace, action: Any) -> int:
     try:
-        backend = _backend(_settings(args))
+        backend = _backend(_settings(args), args)
     except MeteringError as exc:
         return _fail(exc.message)
     try:
@@ -467,12 +501,28 @@ def _with_backend(args: argparse.Namespace, action: Any) -> int:
     return 0
 
 
-def _backend(settings: Settings) -> Any:
-    from metering.backends import LocalBackend, RemoteBackend
+def _backend(settings: Settings, args: argparse.Namespace) -> Any:
+    """--url: the server's API. Else the database file; when a server holds it (the lock), that
+    server's API, with the token the environment or the server's file gives (else a message naming
+    the exact command)."""
+    from metering.backends import LocalBackend, RemoteBackend, ServerFile
 
     if settings.url:
         return RemoteBackend(settings.url, token=settings.client_token or settings.admin_token)
-    return LocalBackend.open(settings)
+    try:
+        return LocalBackend.open(settings)
+    except DatabaseLocked as exc:
+        server = ServerFile.find(settings.db_path)
+        if server is None:
+            raise
+        token = settings.client_token or settings.admin_token or server.token
+        if not token:
+            command = " ".join(["metering", *map(shlex.quote, args.argv), "--url", server.url])
+            raise DatabaseLocked(f"{exc.message}. It is served at {server.url}: run `METERING_TOKEN=<its admin "
+                                 f"token> {command}`") from None
+        print(f"metering: {settings.db_path} is held by the server at {server.url}; going through it",
+              file=sys.stderr)
+        return RemoteBackend(server.url, token=token)
 
 
 # --- the lake ----------------------------------------------------------------------------------------------
@@ -515,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     dem = sub.add_parser("demo", help="build a demo database with realistic traffic (once), then serve it")
-    dem.add_argument("--db", default="data/demo.duckdb", help="demo database file (default data/demo.duckdb)")
+    dem.add_argument("--db", help="database file (default: METERING_DB or data/metering.duckdb, as serve and the "
+                     "CLI use; the data is built only into an empty file)")
     dem.add_argument("--host", default="127.0.0.1")
     dem.add_argument("--port", type=int, default=8000)
     dem.add_argument("--days", type=int, default=60, help="days of traffic to generate (default 60)")
@@ -545,23 +596,31 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(lst)
     lst.set_defaults(func=cmd_keys_list)
 
-    report = sub.add_parser("report", help="finance reports: daily, statement, focus")
-    report.add_argument("kind", choices=["daily", "statement", "focus"])
-    report.add_argument("--start", help="date, inclusive (daily: local; focus: UTC)")
-    report.add_argument("--end", help="date, exclusive")
-    report.add_argument("--tz", default=None, help="IANA time zone of days (daily; default UTC) and of the month "
-                        "(statement; default: the billing time zone)")
-    report.add_argument("--group-by", default=None, help="daily: comma list of account_id, api_key_id, model, endpoint")
-    report.add_argument("--account", help="statement: the account")
-    report.add_argument("--month", help="statement: YYYY-MM")
-    report.add_argument("--format", default="csv", choices=["json", "csv", "parquet", "xlsx"])
-    report.add_argument("--output", "-o", help="file to write (default: standard output)")
-    report.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"],
-                        help="duckdb: the database file or server (default); spark: the lake, with Apache Spark")
-    report.add_argument("--lake", help="--engine spark: the lake directory (or s3a://... on a cluster)")
-    report.add_argument("--spark-master", help="--engine spark: the Spark master URL (default local[*])")
-    _data_options(report)
-    report.set_defaults(func=cmd_report)
+    reports = sub.add_parser("report", help="finance reports: daily, statement, focus").add_subparsers(
+        dest="kind", required=True)
+    daily = reports.add_parser("daily", help="the daily cost report (default: the last 30 local days)")
+    daily.add_argument("--start", help="local date, inclusive")
+    daily.add_argument("--end", help="local date, exclusive")
+    daily.add_argument("--group-by", default=None, help="comma list of account_id, api_key_id, model, endpoint")
+    statement = reports.add_parser("statement", help="an account's monthly statement")
+    statement.add_argument("--account", required=True, help="the account")
+    statement.add_argument("--month", required=True, help="YYYY-MM")
+    focus = reports.add_parser("focus", help="the FOCUS 1.2 export")
+    focus.add_argument("--start", required=True, help="UTC date, inclusive")
+    focus.add_argument("--end", required=True, help="UTC date, exclusive")
+    for kind, parser_ in (("daily", daily), ("statement", statement), ("focus", focus)):
+        if kind == "daily":
+            parser_.add_argument("--tz", default="UTC", help="IANA time zone of the days (default UTC)")
+        elif kind == "statement":
+            parser_.add_argument("--tz", default=None, help="IANA time zone of the month (default: the billing time zone)")
+        parser_.add_argument("--format", default="csv", choices=REPORT_FORMATS[kind])
+        parser_.add_argument("--output", "-o", help="file to write (default: standard output)")
+        parser_.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"],
+                             help="duckdb: the database file or server (default); spark: the lake, with Apache Spark")
+        parser_.add_argument("--lake", help="--engine spark: the lake directory (or s3a://... on a cluster)")
+        parser_.add_argument("--spark-master", help="--engine spark: the Spark master URL (default local[*])")
+        _data_options(parser_)
+        parser_.set_defaults(func=cmd_report)
 
     rep = sub.add_parser("reprice", help="re-rate a range with the current rate card")
     rep.add_argument("--start", required=True, help="date or RFC 3339 timestamp, inclusive")
@@ -636,8 +695,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    args.argv = argv
+    try:
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a reader gone (`| head`) is met here, not at exit
+    except BrokenPipeError:
+        # The reader closed the pipe: stop quietly, as `cat` would (128 + SIGPIPE). Standard output
+        # goes to /dev/null so the interpreter's last flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":

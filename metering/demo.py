@@ -2,7 +2,8 @@
 
 60 days (by default) of traffic from 20 keys in 5 accounts, through all three endpoint shapes
 (native `usage` objects, normalized like real ones), with a daily and a weekly rhythm, heavy and
-light keys (Zipf), prompt-cache hits and thinking, a price change in the period, a spike on one
+light keys (Zipf), prompt-cache hits and thinking, a price change in the period (on the demo's own
+model, minimax-m2-7-lite; minimax-m2-7 keeps the shipped card's prices), a spike on one
 key, a little usage of a model the card does not price, and a few budgets. Seeded: the same
 data every time. Key secrets are `sk_demo_<key id>`: for a demo only.
 """
@@ -65,15 +66,17 @@ def build(ctx: Context, *, days: int = 60, seed: int = 7, progress: bool = True)
     for i, key in enumerate(KEYS):
         store.add_key(api_key_id=key, account_id=ACCOUNTS[i % len(ACCOUNTS)], name=f"{ACCOUNTS[i % 5]} app {i + 1}",
                       secret_sha256=sha256_hex(demo_secret(key)))
+    # The price change is on the demo's own model: minimax-m2-7 keeps the shipped card's prices, so the
+    # README's "Try it" figures come out as printed beside the demo's traffic.
     change = (now - timedelta(days=days // 3)).replace(hour=0, minute=0, second=0, microsecond=0)
     rates.add_version(ctx, source="demo", body={
-        "model": MODEL, "effective_from": change.isoformat(), "input": {"current": "0.12", "list": "0.30"},
-        "cached_input": {"current": "0.024", "list": "0.06"}, "output": {"current": "0.50", "list": "1.20"},
-        "web_search": {"current": "5", "list": "10"}})
-    rates.add_version(ctx, source="demo", body={
         "model": OTHER_MODEL, "effective_from": (start_day - timedelta(days=1)).isoformat(),
-        "input": {"current": "0.05", "list": "0.10"}, "cached_input": {"current": "0.01", "list": "0.02"},
-        "output": {"current": "0.20", "list": "0.40"}})
+        "input": {"current": "0.06", "list": "0.10"}, "cached_input": {"current": "0.012", "list": "0.02"},
+        "output": {"current": "0.24", "list": "0.40"}})
+    rates.add_version(ctx, source="demo", body={
+        "model": OTHER_MODEL, "effective_from": change.isoformat(), "input": {"current": "0.05", "list": "0.10"},
+        "cached_input": {"current": "0.01", "list": "0.02"}, "output": {"current": "0.20", "list": "0.40"},
+        "web_search": {"current": "5", "list": "10"}})
     weights = {key: 1 / (rank + 1) ** 1.1 for rank, key in enumerate(KEYS)}  # Zipf: key-01 is the heaviest
     spike_day = now.date()  # today: the anomaly rule has something to find
     endpoints = ["chat.completions", "responses", "messages"]

@@ -139,11 +139,17 @@ def price_record(record: UsageRecord, version: RateVersion) -> PricedRecord:
 def units_table(card: RateCard) -> pa.Table:
     """Every version's unit prices as an Arrow table, for pricing in SQL (`tokenclasses.sql_cost`):
     `version_id`, `model`, `effective_from` (naive UTC) and one column per basis and class,
-    `tokenclasses.unit_column(basis, class)`, in pico-dollars per unit."""
-    versions = card.all_versions()
+    `tokenclasses.unit_column(basis, class)`, in pico-dollars per unit. A version appears once under
+    its model's name and once under each alias, so a join on the record's model id prices an alias as
+    `RateCard.version_at` does."""
+    spellings: dict[str, list[str]] = {}
+    for alias, model in sorted(card.aliases.items()):
+        spellings.setdefault(model, []).append(alias)
+    rows = [(v, name) for v in card.all_versions() for name in (v.model, *spellings.get(v.model, ()))]
+    versions = [v for v, _ in rows]
     arrays: dict[str, pa.Array] = {
         "version_id": pa.array([v.id for v in versions], pa.int32()),
-        "model": pa.array([v.model for v in versions], pa.string()),
+        "model": pa.array([name for _, name in rows], pa.string()),
         "effective_from": pa.array([epoch_micros(v.effective_from) for v in versions], pa.int64()).cast(
             pa.timestamp("us")),
     }

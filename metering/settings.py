@@ -16,6 +16,7 @@ ENVIRONMENT = {
     "METERING_DB": "database file (default data/metering.duckdb)",
     "METERING_ADMIN_TOKEN": "admin bearer token; required by `serve` unless --dev",
     "METERING_INGEST_TOKEN": "ingest bearer token (POST /v1/usage only)",
+    "METERING_METRICS_TOKEN": "bearer token that may read GET /metrics and nothing else (for a Prometheus scraper)",
     "METERING_RATE_CARD": "rate card TOML seeded into the database at start (default data/rate_card.toml)",
     "METERING_URL": "base URL of a running server; CLI data commands then go through its HTTP API",
     "METERING_TOKEN": "bearer token the CLI sends with --url (default: the admin token)",
@@ -107,6 +108,7 @@ class Settings:
     rate_card_path: Path = DEFAULT_RATE_CARD
     admin_token: str | None = None
     ingest_token: str | None = None
+    metrics_token: str | None = None
     url: str | None = None
     client_token: str | None = None
     host: str = "127.0.0.1"
@@ -136,6 +138,7 @@ class Settings:
             "rate_card_path": Path(env.get("METERING_RATE_CARD") or DEFAULT_RATE_CARD),
             "admin_token": env.get("METERING_ADMIN_TOKEN") or None,
             "ingest_token": env.get("METERING_INGEST_TOKEN") or None,
+            "metrics_token": env.get("METERING_METRICS_TOKEN") or None,
             "url": env.get("METERING_URL") or None,
             "client_token": env.get("METERING_TOKEN") or None,
             "webhook_retry_schedule": env.get("METERING_WEBHOOK_RETRY_SCHEDULE") or None,
@@ -171,10 +174,13 @@ class Settings:
                 "METERING_ADMIN_TOKEN is not set: refusing to serve without an admin token "
                 "(set it, or pass --dev to generate tokens for local use)"
             )
-        for name, token in (("METERING_ADMIN_TOKEN", settings.admin_token),
-                            ("METERING_INGEST_TOKEN", settings.ingest_token)):
+        tokens = (("METERING_ADMIN_TOKEN", settings.admin_token), ("METERING_INGEST_TOKEN", settings.ingest_token),
+                  ("METERING_METRICS_TOKEN", settings.metrics_token))
+        for name, token in tokens:
             if token is not None and len(token) < MIN_TOKEN_LENGTH:
                 raise SettingsError(f"{name} is too short: use at least {MIN_TOKEN_LENGTH} characters")
-        if settings.ingest_token and settings.ingest_token == settings.admin_token:
-            raise SettingsError("METERING_INGEST_TOKEN must differ from METERING_ADMIN_TOKEN")
+        for i, (name, token) in enumerate(tokens):
+            for other, earlier in tokens[:i]:
+                if token and token == earlier:
+                    raise SettingsError(f"{name} must differ from {other}")
         return settings, generated

@@ -26,6 +26,7 @@ from metering.store.db import Store
 
 ADMIN = "admin-token-for-tests-0123456789"
 INGEST = "ingest-token-for-tests-0123456789"
+METRICS = "metrics-token-for-tests-0123456789"
 SECRET_A = "sk_key_a_secret_0123456789abcdef"
 SECRET_B = "sk_key_b_secret_0123456789abcdef"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -63,7 +64,7 @@ def ctx(store: Store) -> Context:
 def settings(tmp_path: Path) -> Settings:
     # Budget evaluation runs when a test asks (POST /v1/budgets/check), so results do not race.
     return Settings(db_path=tmp_path / "metering.duckdb", admin_token=ADMIN, ingest_token=INGEST,
-                    evaluate_on_ingest=False)
+                    metrics_token=METRICS, evaluate_on_ingest=False)
 
 
 @pytest.fixture

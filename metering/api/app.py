@@ -14,7 +14,20 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering import __version__
-from metering.api import budgets, docs, errors, keys, periods, rates, reconcile, reports, reservations, traces, usage
+from metering.api import (
+    budgets,
+    docs,
+    errors,
+    keys,
+    metrics,
+    periods,
+    rates,
+    reconcile,
+    reports,
+    reservations,
+    traces,
+    usage,
+)
 from metering.api.auth import TokenCheck
 from metering.api.deps import AnyRole
 from metering.api.limits import ReadLimiter
@@ -22,6 +35,7 @@ from metering.services import budgets as budgets_service
 from metering.services.alerts import Evaluator
 from metering.services.context import Context, open_store
 from metering.services.delivery import Sender
+from metering.services.metrics import Metrics
 from metering.services.periods import PeriodCloser
 from metering.settings import Settings
 from metering.store.db import Store
@@ -59,17 +73,20 @@ class DashboardHeaders:
 
 def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     """`store`: an already open store (the caller closes it); otherwise one is opened at start-up."""
+    instruments = Metrics()  # this app's registry (GET /metrics); never the process-wide default
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None
         app.state.settings = settings
         app.state.store = store if store is not None else open_store(settings)
-        app.state.ctx = ctx = Context(app.state.store, settings)
+        app.state.ctx = ctx = Context(app.state.store, settings, metrics=instruments)
+        instruments.watch(app.state.store.writer)
         budgets_service.track_untracked(ctx)
         ctx.admission  # noqa: B018 (the open holds read back before the first request)
         app.state.tokens = TokenCheck(
-            admin_token=settings.admin_token, ingest_token=settings.ingest_token, store=app.state.store
+            admin_token=settings.admin_token, ingest_token=settings.ingest_token, store=app.state.store,
+            metrics_token=settings.metrics_token,
         )
         app.state.limiter = ReadLimiter(settings.reads_per_principal)
         app.state.sender = Sender(ctx).start()
@@ -96,6 +113,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         redoc_url=None,
     )
     errors.install(app)
+    app.state.metrics = instruments
 
     @app.get("/healthz", tags=["health"], summary="Liveness; needs no token")
     async def healthz() -> dict[str, str]:
@@ -112,6 +130,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         return RedirectResponse("/dashboard/")
 
     app.add_middleware(DashboardHeaders)
+    app.add_middleware(metrics.RequestMetrics, metrics=instruments)  # outermost: times the whole request
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")
 
     app.include_router(usage.router)
@@ -124,4 +143,5 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(docs.router)
     app.include_router(reconcile.router)
     app.include_router(periods.router)
+    app.include_router(metrics.router)
     return app

@@ -63,6 +63,8 @@ async def post_traces(request: Request, _: Annotated[Principal, Depends(require(
         return converted.records
 
     result = await ingest_items(ctx, decode, offload=len(body) > THREAD_BODY_BYTES)
+    if converted.rejected and ctx.metrics is not None:  # usage spans that could not become records
+        ctx.metrics.ingested(accepted=0, duplicates=0, rejected=len(converted.rejected))
     rejections = converted.rejected + [(converted.sources[error["index"]], otlp.record_error(error))
                                        for error in result["errors"]]
     return Response(otlp.export_response(rejections, spans=converted.spans, media=media), media_type=media)

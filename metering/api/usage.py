@@ -89,7 +89,10 @@ async def ingest_items(ctx: Context, decode: Callable[[], list[Any]], *, offload
     # gateway's budget checks) are not held up behind it.
     parsed = await anyio.to_thread.run_sync(prepare) if offload else prepare()
     outcomes = await asyncio.wrap_future(ingest.submit(ctx, parsed)) if parsed.count else []
-    return summarize(parsed, outcomes)
+    result = summarize(parsed, outcomes)
+    if ctx.metrics is not None:
+        ctx.metrics.ingested(accepted=result["accepted"], duplicates=result["duplicates"], rejected=result["rejected"])
+    return result
 
 
 @router.get("/v1/usage", summary="Usage and cost per time bucket and group")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -112,6 +113,19 @@ def _anomalies(cur: duckdb.DuckDBPyConnection, *, now: datetime, keys: dict[str,
 def evaluate_now(ctx: Context) -> list[str]:
     """Decide on a read snapshot (off the writer thread, so ingest goes on), then write only the
     alerts that are due, on the writer. Returns the dedupe keys written."""
+    if ctx.metrics is None:
+        return _evaluate(ctx)
+    started = time.perf_counter()
+    try:
+        written = _evaluate(ctx)
+    except Exception:
+        ctx.metrics.budget_evaluation(seconds=time.perf_counter() - started, alerts=0, failed=True)
+        raise
+    ctx.metrics.budget_evaluation(seconds=time.perf_counter() - started, alerts=len(written))
+    return written
+
+
+def _evaluate(ctx: Context) -> list[str]:
     store = ctx.store
     keys = {k.api_key_id: k.account_id for k in store.list_keys()}
     now = ctx.now()

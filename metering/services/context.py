@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -14,6 +15,9 @@ from metering.services.statuscache import StatusCache
 from metering.settings import Settings
 from metering.store.db import Store
 
+if TYPE_CHECKING:
+    from metering.services.metrics import Metrics
+
 
 @dataclass
 class Context:
@@ -23,6 +27,7 @@ class Context:
     store: Store
     settings: Settings = field(default_factory=Settings)
     status_cache: StatusCache = field(default_factory=StatusCache)
+    metrics: Metrics | None = None  # the HTTP app's (GET /metrics); None in the CLI
     _units: tuple[tuple, pa.Table] | None = field(default=None, repr=False)
     _admission: Admission | None = field(default=None, repr=False)
 
@@ -37,10 +42,11 @@ class Context:
         return self.store.clock()
 
     def units(self) -> pa.Table:
-        """The rate card's unit prices as a table (for pricing in SQL), rebuilt when a version is added."""
+        """The rate card's unit prices as a table (for pricing in SQL), rebuilt when a version or an alias
+        is added."""
         card = self.store.card
-        versions = tuple(v.id for v in card.all_versions())
-        if self._units is None or self._units[0] != versions:
+        versions = (tuple(v.id for v in card.all_versions()), card.aliases)  # aliases: replaced on each change
+        if self._units is None or self._units[0][0] != versions[0] or self._units[0][1] is not versions[1]:
             self._units = (versions, units_table(card))
         return self._units[1]
 

@@ -89,6 +89,7 @@ class Sender:
     def __init__(self, ctx: Context, *, timeout: float = 10.0, poll: float = 0.5, rng: random.Random | None = None,
                  resolve: Resolver = _resolve) -> None:
         self._store = ctx.store
+        self._metrics = ctx.metrics
         self._allow_link_local = ctx.settings.webhook_allow_link_local
         self._resolve = resolve
         self._schedule = parse_schedule(ctx.settings.webhook_retry_schedule)
@@ -145,6 +146,7 @@ class Sender:
         }
         status_code: int | None = None
         error: str | None = None
+        outcome = "failed"
         started = time.perf_counter()
         try:
             urls, host, extensions = pin_address(item.url, allow_link_local=self._allow_link_local,
@@ -159,8 +161,10 @@ class Sender:
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
+            outcome = "delivered" if error is None else "gone" if status_code == 410 else "failed"
         except WebhookRefused as exc:
             error = str(exc)[:500]
+            outcome = "refused"
         except (httpx.HTTPError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         duration_ms = int((time.perf_counter() - started) * 1000)
@@ -172,3 +176,5 @@ class Sender:
         self._store.writer.call(lambda con: table.record_attempt(
             con, item, now=self._store.clock(), status_code=status_code, error=error, duration_ms=duration_ms,
             next_delay=next_delay))
+        if self._metrics is not None:
+            self._metrics.webhook_delivery(outcome)

@@ -100,6 +100,11 @@ def _iso(ts: datetime | None) -> str | None:
 
 
 def unpriced(ctx: Context) -> dict[str, Any]:
+    """Models with unpriced usage. A model id that the card prices now (a model priced later, or an
+    alias added later) is listed until a re-rating prices its stored records: `priced_as` says so."""
     with ctx.store.reading() as cur:
         models = queries.unpriced(cur)
+    card = ctx.store.card
+    for entry in models:
+        entry["priced_as"] = card.model_of(entry["model"]) if card.model_of(entry["model"]) in card.versions else None
     return {"data": models, "total_requests": sum(m["requests"] for m in models)}

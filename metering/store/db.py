@@ -209,6 +209,8 @@ class Store:
         ).fetchall()
         for row in rows:
             card.add(_version_from_row(row))
+        aliases = self._con.execute("SELECT alias, model FROM rate_aliases ORDER BY alias").fetchall()
+        card.aliases = dict(aliases)  # checked when each was added
         return card
 
     def seed_rate_card(self, card: RateCard, *, source: str) -> int:
@@ -227,18 +229,56 @@ class Store:
                 continue
             self.writer.call(lambda con, v=version: self._insert_version(con, v, source=source))
             added += 1
+        for alias, model in sorted(card.aliases.items()):
+            if self.card.aliases.get(alias) == model:
+                continue
+            try:
+                self.card.copy().add_alias(alias, model)
+            except (Conflict, RateCardError) as exc:
+                raise RateCardError(f"{source}: model {model!r}: alias {alias!r}: {exc.message}") from None
+            self.writer.call(lambda con, a=alias, m=model: self._insert_aliases(con, m, [a], source=source))
         return added
 
     def add_rate_version(self, version: RateVersion, *, source: str = "api") -> RateVersion:
         return self.writer.call(lambda con: self._insert_version(con, version, source=source))
 
-    def _insert_version(self, con: duckdb.DuckDBPyConnection, version: RateVersion, *, source: str) -> RateVersion:
+    def add_rates(self, model: str, *, version: RateVersion | None, aliases: list[str],
+                  source: str = "api") -> tuple[RateVersion | None, list[str]]:
+        """A version of `model` and/or aliases of it, in one transaction: all of it, or (a Conflict, a
+        RateCardError) none of it. Returns the stored version and the aliases that were new."""
+
+        def add(con: duckdb.DuckDBPyConnection) -> tuple[RateVersion | None, list[str]]:
+            trial = self.card.copy()  # every check first, on a copy: the card changes only once all pass
+            if version is not None:
+                self._check_new_version(version)
+                trial.add(version)
+            new = [alias for alias in aliases if trial.add_alias(alias, model)]
+            stored = self._insert_version(con, version, source=source) if version is not None else None
+            self._insert_aliases(con, model, new, source=source)
+            return stored, new
+
+        return self.writer.call(add)
+
+    def _insert_aliases(self, con: duckdb.DuckDBPyConnection, model: str, aliases: list[str], *, source: str) -> None:
+        if not aliases:
+            return
+        now = naive_utc(self.clock())
+        con.executemany("INSERT INTO rate_aliases VALUES (?, ?, ?, ?)", [[a, model, now, source] for a in aliases])
+        self.card.aliases = {**self.card.aliases, **dict.fromkeys(aliases, model)}  # after the insert, as versions
+
+    def _check_new_version(self, version: RateVersion) -> None:
+        if version.model in self.card.aliases:
+            raise Conflict(f"{version.model!r} is an alias of model {self.card.aliases[version.model]!r}: give that "
+                           "model the version")
         existing = self.card.version_at(version.model, version.effective_from)
         if existing is not None and existing.effective_from == version.effective_from:
             raise Conflict(
                 f"model {version.model!r} already has a version effective from "
                 f"{version.effective_from.isoformat().replace('+00:00', 'Z')}"
             )
+
+    def _insert_version(self, con: duckdb.DuckDBPyConnection, version: RateVersion, *, source: str) -> RateVersion:
+        self._check_new_version(version)
         (next_id,) = con.execute("SELECT coalesce(max(id), 0) + 1 FROM rate_versions").fetchall()[0]
         prices: list[Any] = []
         for name in ALL_PRICE_FIELDS:

@@ -29,6 +29,7 @@ from metering.errors import StorageUnavailable
 from metering.pricing import COST_OUT_OF_RANGE, MAX_COST_PICO
 from metering.records import TOKEN_FIELDS, UsageRecord
 from metering.store import rollup, spend
+from metering.store.stats import SizeCounts, WriterState
 from metering.timewindows import naive_utc
 from metering.tokenclasses import sql_cost
 
@@ -122,8 +123,6 @@ RETURNING request_id
 """
 FLUSH_RECORDS = 50_000  # roll up at least this often (in records) ...
 FLUSH_SECONDS = 1.0  # ... and this often (in seconds) while anything is pending
-
-
 class Writer:
     def __init__(self, store: Store, *, max_group_records: int = MAX_GROUP_RECORDS) -> None:
         self._store = store
@@ -136,6 +135,9 @@ class Writer:
         self._unflushed = self._seq - int(watermark)  # a tail left by a crash is rolled up soon after start
         self._last_flush = time.monotonic()
         self.groups_committed = 0
+        self._stats_lock = threading.Lock()
+        self._group_records = SizeCounts()
+        self._group_requests = SizeCounts()
         self._listeners: list[Callable[[], None]] = []
         self._settlement_listeners: list[Callable[[list[str]], None]] = []
         self._settled: list[str] = []
@@ -169,6 +171,15 @@ class Writer:
         if holds_open is not None:
             self._holds_open = holds_open
 
+    def state(self) -> WriterState:
+        """A consistent snapshot of the writer's figures (any thread; cheap)."""
+        with self._stats_lock:
+            unflushed = self._unflushed
+            waited = time.monotonic() - self._last_flush
+            return WriterState(queue_depth=self._queue.qsize(), unflushed_records=unflushed,
+                               lag_seconds=waited if unflushed else 0.0, groups_committed=self.groups_committed,
+                               group_records=self._group_records.sizes(), group_requests=self._group_requests.sizes())
+
     def on_ingest(self, listener: Callable[[], None]) -> None:
         """Call `listener` (quickly: it runs on the writer thread) after each ingest commit."""
         self._listeners.append(listener)
@@ -195,8 +206,9 @@ class Writer:
         (watermark,) = con.execute("SELECT watermark FROM rollup_state").fetchall()[0]
         con.execute(rollup.FLUSH, {"lo": int(watermark), "hi": self._seq})
         con.execute("UPDATE rollup_state SET watermark = ?, generation = generation + 1", [self._seq])
-        self._unflushed = 0
-        self._last_flush = time.monotonic()
+        with self._stats_lock:
+            self._unflushed = 0
+            self._last_flush = time.monotonic()
 
     def _maybe_flush(self, *, force: bool = False) -> None:
         due = self._unflushed >= FLUSH_RECORDS or time.monotonic() - self._last_flush >= FLUSH_SECONDS
@@ -231,7 +243,10 @@ class Writer:
             group.sort(key=lambda item: isinstance(item.batch, UnpricedTable))  # priced records first
             self._settled = []
             self._transaction(group, lambda g=group: self._ingest_group(g))
-            self.groups_committed += 1
+            with self._stats_lock:
+                self.groups_committed += 1
+                self._group_records.observe(size)
+                self._group_requests.observe(len(group))
             settled, self._settled = self._settled, []
             if settled and group[0].future.exception() is None:
                 for settle in self._settlement_listeners:
@@ -295,7 +310,8 @@ class Writer:
                 self._con.register("rate_units", unpriced[-1].units)  # the newest card of the group
                 ((inserted,),) = self._con.execute(_INSERT_LEDGER, received).fetchall()
                 count += inserted
-            self._unflushed += count
+            with self._stats_lock:
+                self._unflushed += count
             if count:
                 self._after_insert(lo, self._seq)
             if count == n:

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from tests.conftest import ADMIN, INGEST, SECRET_A, SECRET_B, api_routes, auth, record
+from tests.conftest import ADMIN, INGEST, METRICS, SECRET_A, SECRET_B, api_routes, auth, record
 
-TOKENS = {"admin": ADMIN, "ingest": INGEST, "key_a": SECRET_A, "key_b": SECRET_B, "none": None,
+TOKENS = {"admin": ADMIN, "ingest": INGEST, "key_a": SECRET_A, "key_b": SECRET_B, "metrics": METRICS, "none": None,
           "wrong": "not-a-known-token-0123456789"}
 _rate = itertools.count(1)
 
@@ -20,7 +20,7 @@ def new_rate() -> dict:
 
 
 _ids = itertools.count(1)
-ALL = {"admin": 200, "ingest": 200, "key_a": 200, "key_b": 200, "none": 200, "wrong": 200}
+ALL = {"admin": 200, "ingest": 200, "key_a": 200, "key_b": 200, "metrics": 200, "none": 200, "wrong": 200}
 ROUTES = [
     # (method, route template, concrete path, body factory, {role: status}); roles not named get 403,
     # and no token or an unknown one gets 401.
@@ -63,6 +63,7 @@ ROUTES = [
               "max_output_tokens": 10}, {"admin": 200, "ingest": 200}),
     ("GET", "/v1/reservations/{request_id}", "/v1/reservations/res-seed", None, {"admin": 200, "ingest": 200}),
     ("DELETE", "/v1/reservations/{request_id}", "/v1/reservations/res-seed", None, {"admin": 200, "ingest": 200}),
+    ("GET", "/metrics", "/metrics", None, {"admin": 200, "metrics": 200}),  # the scraper's token: this route only
 ]
 CASES = [(m, path, b, role, expected.get(role, 401 if role in ("none", "wrong") else 403))
          for m, _, path, b, expected in ROUTES for role in TOKENS]

@@ -117,3 +117,51 @@ def test_the_spark_form_prices_every_record_to_the_same_integers(spark, rows, ve
     for basis, unit in units.items():
         python = [tuple(unchecked(r, unit)) for r in rows]
         assert [tuple(int(row[f"{basis}_{c.name}"]) for c in TOKEN_CLASSES) for row in priced] == python
+
+
+SPELLINGS = ["m", "M-1.0", "vendor/M-1.0", "m-1.0"]  # the model, then aliases of it
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(records(), st.sampled_from([*SPELLINGS, "M-1.0-X", "VENDOR/M-1.0", "other"]),
+                          st.sampled_from([datetime(2025, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC),
+                                           datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)])),
+                min_size=1, max_size=20),
+       versions(), versions(), st.integers(0, len(SPELLINGS) - 1))
+def test_an_alias_is_priced_alike_in_python_and_in_the_sql_asof_join(rows, first, second, n_aliases):
+    """The ingest paths agree on aliases: `RateCard.version_at` (small bodies, priced in Python) and the
+    ASOF join on `units_table` (large bodies in the INSERT, and re-rating) find the same version for
+    every model id, an alias or not, at every time, and price it to the same integers (issue 14)."""
+    card = RateCard()
+    for i, (version, at) in enumerate(((first, datetime(2026, 1, 1, tzinfo=UTC)),
+                                       (second, datetime(2026, 6, 1, tzinfo=UTC))), start=1):
+        card.add(version.__class__(**{**{f: getattr(version, f) for f in version.__dataclass_fields__},
+                                      "id": i, "effective_from": at}))
+    for alias in SPELLINGS[1:1 + n_aliases]:
+        assert card.add_alias(alias, "m")
+    records_ = [r.__class__(**{**{f: getattr(r, f) for f in r.__dataclass_fields__}, "model": model, "occurred_at": at})
+                for r, model, at in rows]
+    python = []
+    for r in records_:
+        version = card.version_at(r.model, r.occurred_at)
+        if version is None:
+            python.append((None, None))
+            continue
+        unit = unit_prices(version, "current")
+        total = unchecked(r, unit).total
+        python.append((version.id, total if total <= MAX_COST_PICO else "overflow"))
+    con = duckdb.connect()
+    con.register("l", table(records_).append_column("model", pa.array([r.model for r in records_]))
+                 .append_column("occurred_at", pa.array([r.occurred_at.replace(tzinfo=None) for r in records_],
+                                                        pa.timestamp("us")))
+                 .append_column("i", pa.array(range(len(records_)))))
+    con.register("v", units_table(card))
+    sql = con.execute(f"""
+        SELECT v.version_id, CASE WHEN v.version_id IS NOT NULL THEN ({sql_cost('cur')})::VARCHAR END
+        FROM l ASOF LEFT JOIN v ON l.model = v.model AND l.occurred_at >= v.effective_from ORDER BY l.i
+    """).fetchall()  # the join of store.writer.PRICED and store.reprice.REPRICED
+    con.close()
+    assert [(vid, None if cost is None else int(cost) if int(cost) <= MAX_COST_PICO else "overflow")
+            for vid, cost in sql] == python
+    assert all(p[0] is None for p, r in zip(python, records_, strict=True)
+               if r.model not in ("m", *SPELLINGS[1:1 + n_aliases]))  # exact match only: no other id is priced
