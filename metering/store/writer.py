@@ -242,20 +242,20 @@ class Writer:
                 size += len(more)
             group.sort(key=lambda item: isinstance(item.batch, UnpricedTable))  # priced records first
             self._settled = []
-            self._transaction(group, lambda g=group: self._ingest_group(g))
+            # Settled holds leave memory before the records' answers go out: a client that reads its
+            # budget after the acknowledgement never sees the hold and the cost both.
+            self._transaction(group, lambda g=group: self._ingest_group(g), committed=self._tell_settled)
             with self._stats_lock:
                 self.groups_committed += 1
                 self._group_records.observe(size)
                 self._group_requests.observe(len(group))
-            settled, self._settled = self._settled, []
-            if settled and group[0].future.exception() is None:
-                for settle in self._settlement_listeners:
-                    settle(settled)
             for listener in self._listeners:
                 listener()
             self._maybe_flush()
 
-    def _transaction(self, items: list, work: Callable[[], list]) -> None:
+    def _transaction(self, items: list, work: Callable[[], list],
+                     committed: Callable[[], None] | None = None) -> None:
+        """Run work() in one transaction; after the commit, `committed()`, then the answers."""
         try:
             self._con.execute("BEGIN TRANSACTION")
             results = work()
@@ -271,6 +271,8 @@ class Writer:
             for item in items:
                 item.future.set_exception(failure)
             return
+        if committed is not None:
+            committed()
         for item, result in zip(items, results, strict=True):
             item.future.set_result(result)
 
@@ -343,6 +345,11 @@ class Writer:
             if settled:
                 self._settled.extend(rid for (rid,) in settled)
                 self._seen.pop("reservations", None)  # perhaps none held now: count again next time
+
+    def _tell_settled(self) -> None:
+        settled, self._settled = self._settled, []
+        for settle in self._settlement_listeners if settled else ():
+            settle(settled)
 
     def _any(self, table: str, count_sql: str) -> bool:
         version = self._store.version(table)
