@@ -37,6 +37,7 @@ export function budgetCard(st) {
   return h("div", { class: "card", "data-budget": st.budget_id }, label,
     h("div", { class: "value" }, money(st.spent), " of ", money(st.amount)), progress,
     h("div", { class: "note" }, `${percent(st.fraction)} spent · projected `, money(st.projected), " · ",
+      st.held && toPico(st.held) > 0n ? [money(st.held), " held by open reservations · "] : null,
       st.exceeded ? "EXCEEDED" : [money(st.remaining), " left"], ` · ${period}`));
 }
 

@@ -108,6 +108,15 @@ def served(tmp_path_factory):
             "scope": {"api_key_id": key}, "period": "month", "amount": "0.01", "thresholds": [0.5],
             "webhook_url": f"{hooks.url}/{path}"})
         assert r.status_code == 201, r.text
+    # An enforced budget with a hold of an open reservation (its card shows what is held).
+    r = httpx.post(f"{server.url}/v1/budgets", headers=auth(), timeout=30, json={
+        "scope": {"api_key_id": "key-06"}, "period": "month", "amount": "1000.00", "enforce": True})
+    assert r.status_code == 201, r.text
+    server.held_budget = r.json()["id"]
+    r = httpx.post(f"{server.url}/v1/reservations", headers=auth(), timeout=30, json={
+        "request_id": "dash-hold-1", "api_key_id": "key-06", "model": "minimax-m2-7", "max_input_tokens": 100_000,
+        "max_output_tokens": 20_000, "ttl_seconds": 3600})
+    assert r.status_code == 200 and r.json()["decision"] == "allow", r.text
     httpx.post(f"{server.url}/v1/budgets/check", headers=auth(), timeout=30)
     deadline = time.monotonic() + 20
     while {a["status"] for a in api(server, "/v1/alerts")["data"]} != {"delivered", "disabled", "failed", "no_endpoint"}:
@@ -142,6 +151,7 @@ def page_for(browser, served):
         page = context.new_page()
         page.errors = []
         page.requests = []
+        page.served = served
         page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: page.errors.append(str(e)))
         page.on("request", lambda r: page.requests.append(r))
@@ -220,6 +230,10 @@ def test_every_view_renders_for_admin_without_errors_at_both_sizes(page_for, wid
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"{view} scrolls sideways at {width}px"
         assert amounts_off_the_rule(page) == [], view
+        if view == "budgets":
+            held = api(page.served, f"/v1/budgets/{page.served.held_budget}/status")
+            card = page.locator(f"[data-budget='{page.served.held_budget}'] .note")
+            assert f"{usd(held['held'])} held by open reservations" in card.inner_text() and Decimal(held["held"]) > 0
         page.screenshot(path=SHOTS / f"admin-{view.replace('/', '-')}-{width}x{height}.png", full_page=True)
     assert page.errors == []
     assert "unpriced" in page.locator("#warning").inner_text()  # the demo has a model without a price
