@@ -31,7 +31,7 @@ def latencies(client: httpx.Client, path: str, n: int) -> list[float]:
     return out
 
 
-SIZES = {"smoke": 200_000, "quick": 1_000_000, "full": 10_000_000}
+SIZES = {"smoke": 50_000, "quick": 1_000_000, "full": 10_000_000}
 
 
 def prepare(db: Path, rows: int, amount: str = "1000") -> Path:
@@ -55,8 +55,9 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
         try:
             with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
                 latencies(client, "/v1/budgets/status?api_key_id=key-0", 20)  # warm up
-                ref = latencies(client, "/healthz", 300)
-                status = latencies(client, "/v1/budgets/status?api_key_id=key-0", 300)
+                n = 60 if size == "smoke" else 300
+                ref = latencies(client, "/healthz", n)
+                status = latencies(client, "/v1/budgets/status?api_key_id=key-0", n)
         finally:
             server.stop()
 

@@ -22,8 +22,8 @@ from benchmarks.budgets import prepare
 from benchmarks.loadgen import load
 from tests.conftest import ADMIN, INGEST, Server, generate_records
 
-SIZES = {"smoke": 200_000, "quick": 1_000_000, "full": 10_000_000}
-SECONDS = {"smoke": 3, "quick": 10, "full": 20}
+SIZES = {"smoke": 50_000, "quick": 1_000_000, "full": 10_000_000}
+SECONDS = {"smoke": 1, "quick": 10, "full": 20}
 BATCH = 1000
 
 

@@ -42,7 +42,7 @@ SELECT * EXCLUDE (occurred_at), timezone('UTC', occurred_at) AS occurred_at, now
 FROM read_parquet('{path}')
 """
 
-SIZES = {"smoke": 100_000, "quick": 1_000_000, "full": 10_000_000}
+SIZES = {"smoke": 30_000, "quick": 1_000_000, "full": 10_000_000}
 
 
 def generate(path: Path, rows: int) -> None:

@@ -141,7 +141,7 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
         source = SparkLakeSource(lake_dir, conf={"spark.driver.memory": "4g"})  # local[*]: the driver runs the tasks
         start_s = time.perf_counter() - t0
         timings = []
-        for _ in range(2):
+        for _ in range(1 if size == "smoke" else 2):
             t0 = time.perf_counter()
             doc = reports.daily_report(source, now=source.clock(), start="2026-10-01", end="2026-10-31", tz="UTC")
             timings.append(time.perf_counter() - t0)

@@ -23,7 +23,7 @@ from metering.services.reconcile import reconcile
 from metering.settings import DEFAULT_RATE_CARD, Settings
 from metering.store.db import Store
 
-SIZES = {"smoke": 200_000, "quick": 1_000_000, "full": 10_000_000}
+SIZES = {"smoke": 50_000, "quick": 1_000_000, "full": 10_000_000}
 START, END = "2026-10-01", "2026-10-31"
 PER_KEY = """
 SELECT epoch(date_trunc('day', occurred_at))::BIGINT AS day, model, api_key_id, count(*) AS n,

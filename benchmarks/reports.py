@@ -78,7 +78,7 @@ def timed(fn, repeat: int = 5) -> float:
     return statistics.median(samples)
 
 
-SIZES = {"smoke": 200_000, "quick": 1_000_000, "full": 10_000_000}
+SIZES = {"smoke": 50_000, "quick": 1_000_000, "full": 10_000_000}
 
 
 def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:

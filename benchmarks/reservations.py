@@ -24,8 +24,8 @@ from metering.services.context import Context
 from metering.store.db import Store
 from tests.conftest import INGEST, Server, generate_records
 
-SIZES = {"smoke": 200_000, "quick": 1_000_000, "full": 10_000_000}
-SECONDS = {"smoke": 3, "quick": 10, "full": 20}
+SIZES = {"smoke": 50_000, "quick": 1_000_000, "full": 10_000_000}
+SECONDS = {"smoke": 1, "quick": 10, "full": 20}
 
 
 def _reservations(url: str, seconds: float, prefix: str) -> tuple[list[float], list[float]]:

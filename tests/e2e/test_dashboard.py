@@ -316,7 +316,7 @@ def check_overview(page, ov: dict) -> None:
     """The overview on the page shows exactly the API's figures for the same period (read in one go)."""
     got = page.evaluate(OVERVIEW_ON_PAGE)
     t = ov["totals"]
-    shown = lambda value: [usd(value), value]  # noqa: E731 (text and exact figure of one amount)
+    shown = lambda value: [usd(value), "" if value is None else value]  # noqa: E731 (text and exact figure; "" when none)
     assert got["figures"] == {"spend": shown(t["cost"]), "list": shown(t["list_cost"]), "savings": shown(t["savings"]),
                               "cache": shown(ov["by_class"]["cache_savings"]), "today": shown(ov["today"]),
                               "mtd": shown(ov["month_to_date"]), "projected": shown(ov["projected_month_end"])}
