@@ -50,6 +50,25 @@ def _paced_ingest(url: str, rate: float, seconds: float, seed: int, done) -> Non
     done.put((sent, time.perf_counter() - started))
 
 
+def while_ingesting(url: str, seconds: float, seed: int, measure):
+    """Measure the server's ingest capacity (1,000-record batches from 4 connections, as fast as they
+    are answered), then run `measure()` while batches arrive at half of it from another process.
+    Returns (measure's result, the ingest rate achieved, the capacity)."""
+    now = datetime.now(UTC)
+    probe = generate_records(40 * BATCH, seed=3, prefix="cap", start=now - timedelta(hours=2), span=timedelta(hours=1))
+    elapsed, _ = load(url, "POST", "/v1/usage", INGEST,
+                      [orjson.dumps(probe[i:i + BATCH]) for i in range(0, len(probe), BATCH)], connections=4)
+    capacity = len(probe) / elapsed
+    done: multiprocessing.Queue = multiprocessing.Queue()
+    writer = multiprocessing.Process(target=_paced_ingest, args=(url, capacity / 2, seconds + 1, seed, done))
+    writer.start()
+    time.sleep(0.5)
+    result = measure()
+    sent, sent_seconds = done.get(timeout=600)
+    writer.join()
+    return result, sent / sent_seconds, capacity
+
+
 def _reads(url: str, seconds: float) -> dict[str, list[float]]:
     start = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
     paths = {"usage": f"/v1/usage?api_key_id=key-0&start={start}&bucket=day",
@@ -67,7 +86,7 @@ def _reads(url: str, seconds: float) -> dict[str, list[float]]:
     return out
 
 
-def _q(values: list[float], p: int) -> float:
+def percentile(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100)[p - 1] * 1000
 
 
@@ -79,20 +98,7 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
         try:
             _reads(server.url, 1)  # warm up
             quiet = _reads(server.url, seconds)
-            # Capacity: 1,000-record batches from 4 connections, as fast as they are answered.
-            now = datetime.now(UTC)
-            probe = generate_records(40 * BATCH, seed=3, prefix="cap", start=now - timedelta(hours=2),
-                                     span=timedelta(hours=1))
-            elapsed, _ = load(server.url, "POST", "/v1/usage", INGEST,
-                              [orjson.dumps(probe[i:i + BATCH]) for i in range(0, len(probe), BATCH)], connections=4)
-            capacity = len(probe) / elapsed
-            done: multiprocessing.Queue = multiprocessing.Queue()
-            writer = multiprocessing.Process(target=_paced_ingest, args=(server.url, capacity / 2, seconds + 1, 5, done))
-            writer.start()
-            time.sleep(0.5)
-            busy = _reads(server.url, seconds)
-            sent, sent_seconds = done.get(timeout=600)
-            writer.join()
+            busy, rate, capacity = while_ingesting(server.url, seconds, 5, lambda: _reads(server.url, seconds))
         finally:
             server.stop()
     out = []
@@ -100,13 +106,13 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
                         ("status", "a key's budget status, 3 budgets with forecasts (GET /v1/budgets/status)")):
         out.append({
             "scenario": f"{label}, {rows:,} records, while ingest runs at half capacity",
-            "figure": f"p50 {_q(busy[name], 50):.1f} ms, p99 {_q(busy[name], 99):.1f} ms "
-                      f"(ingest {sent / sent_seconds:,.0f} records/s of a measured {capacity:,.0f})",
-            "reference": f"the same query with no ingest: p50 {_q(quiet[name], 50):.1f} ms, "
-                         f"p99 {_q(quiet[name], 99):.1f} ms",
-            "values": {"rows": rows, "p50_ms": _q(busy[name], 50), "p99_ms": _q(busy[name], 99),
-                       "reference_p50_ms": _q(quiet[name], 50), "reference_p99_ms": _q(quiet[name], 99),
-                       "ingest_records_per_s": sent / sent_seconds, "capacity_records_per_s": capacity},
+            "figure": f"p50 {percentile(busy[name], 50):.1f} ms, p99 {percentile(busy[name], 99):.1f} ms "
+                      f"(ingest {rate:,.0f} records/s of a measured {capacity:,.0f})",
+            "reference": f"the same query with no ingest: p50 {percentile(quiet[name], 50):.1f} ms, "
+                         f"p99 {percentile(quiet[name], 99):.1f} ms",
+            "values": {"rows": rows, "p50_ms": percentile(busy[name], 50), "p99_ms": percentile(busy[name], 99),
+                       "reference_p50_ms": percentile(quiet[name], 50), "reference_p99_ms": percentile(quiet[name], 99),
+                       "ingest_records_per_s": rate, "capacity_records_per_s": capacity},
         })
     return out
 

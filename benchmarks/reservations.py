@@ -7,22 +7,18 @@ key: its own, its account's, everything) p50/p99 beside GET /healthz, with no in
 
 from __future__ import annotations
 
-import multiprocessing
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import orjson
 
 from benchmarks.budgets import prepare
-from benchmarks.concurrent import BATCH, _paced_ingest, _q
-from benchmarks.loadgen import load
+from benchmarks.concurrent import percentile, while_ingesting
 from metering.services import budgets
 from metering.services.context import Context
 from metering.store.db import Store
-from tests.conftest import INGEST, Server, generate_records
+from tests.conftest import INGEST, Server
 
 SIZES = {"smoke": 50_000, "quick": 1_000_000, "full": 10_000_000}
 SECONDS = {"smoke": 1, "quick": 10, "full": 20}
@@ -62,32 +58,21 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
         try:
             _reservations(server.url, 1, "warm")
             quiet, quiet_health = _reservations(server.url, seconds, "idle")
-            now = datetime.now(UTC)
-            probe = generate_records(40 * BATCH, seed=3, prefix="cap", start=now - timedelta(hours=2),
-                                     span=timedelta(hours=1))
-            elapsed, _ = load(server.url, "POST", "/v1/usage", INGEST,
-                              [orjson.dumps(probe[i:i + BATCH]) for i in range(0, len(probe), BATCH)], connections=4)
-            capacity = len(probe) / elapsed
-            done: multiprocessing.Queue = multiprocessing.Queue()
-            writer = multiprocessing.Process(target=_paced_ingest, args=(server.url, capacity / 2, seconds + 1, 7, done))
-            writer.start()
-            time.sleep(0.5)
-            busy, busy_health = _reservations(server.url, seconds, "busy")
-            sent, sent_seconds = done.get(timeout=600)
-            writer.join()
+            (busy, busy_health), rate, capacity = while_ingesting(
+                server.url, seconds, 7, lambda: _reservations(server.url, seconds, "busy"))
         finally:
             server.stop()
     return [{
         "scenario": f"a reservation (POST /v1/reservations, 3 enforced budgets), {rows:,} records",
-        "figure": f"idle p50 {_q(quiet, 50):.1f} ms, p99 {_q(quiet, 99):.1f} ms; while ingest runs at half capacity "
-                  f"({sent / sent_seconds:,.0f} of {capacity:,.0f} records/s) p50 {_q(busy, 50):.1f} ms, "
-                  f"p99 {_q(busy, 99):.1f} ms ({_q(busy, 99) / _q(quiet, 99):.1f}x idle)",
-        "reference": f"GET /healthz in the same loop: idle p99 {_q(quiet_health, 99):.1f} ms, under ingest "
-                     f"p99 {_q(busy_health, 99):.1f} ms",
-        "values": {"rows": rows, "idle_p50_ms": _q(quiet, 50), "idle_p99_ms": _q(quiet, 99),
-                   "busy_p50_ms": _q(busy, 50), "busy_p99_ms": _q(busy, 99),
-                   "health_idle_p99_ms": _q(quiet_health, 99), "health_busy_p99_ms": _q(busy_health, 99),
-                   "ingest_records_per_s": sent / sent_seconds, "capacity_records_per_s": capacity},
+        "figure": f"idle p50 {percentile(quiet, 50):.1f} ms, p99 {percentile(quiet, 99):.1f} ms; while ingest runs at half "
+                  f"capacity ({rate:,.0f} of {capacity:,.0f} records/s) p50 {percentile(busy, 50):.1f} ms, "
+                  f"p99 {percentile(busy, 99):.1f} ms ({percentile(busy, 99) / percentile(quiet, 99):.1f}x idle)",
+        "reference": f"GET /healthz in the same loop: idle p99 {percentile(quiet_health, 99):.1f} ms, under ingest "
+                     f"p99 {percentile(busy_health, 99):.1f} ms",
+        "values": {"rows": rows, "idle_p50_ms": percentile(quiet, 50), "idle_p99_ms": percentile(quiet, 99),
+                   "busy_p50_ms": percentile(busy, 50), "busy_p99_ms": percentile(busy, 99),
+                   "health_idle_p99_ms": percentile(quiet_health, 99), "health_busy_p99_ms": percentile(busy_health, 99),
+                   "ingest_records_per_s": rate, "capacity_records_per_s": capacity},
     }]
 
 
