@@ -18,7 +18,7 @@ from benchmarks.reports import build_ledger
 from metering.services import budgets
 from metering.services.context import Context
 from metering.store.db import Store
-from tests.conftest import ADMIN, Server
+from tests.conftest import INGEST, Server
 
 
 def latencies(client: httpx.Client, path: str, n: int) -> list[float]:
@@ -53,7 +53,8 @@ def scenarios(size: str = "full", rows: int | None = None) -> list[dict]:
         db = prepare(Path(tmp) / "bench.duckdb", rows)
         server = Server(db).start()
         try:
-            with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+            # The gateway's question before a call, asked as the gateway asks it (the ingest token).
+            with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {INGEST}"}) as client:
                 latencies(client, "/v1/budgets/status?api_key_id=key-0", 20)  # warm up
                 n = 60 if size == "smoke" else 300
                 ref = latencies(client, "/healthz", n)

@@ -94,16 +94,18 @@ def while_flat_out(url: str, seconds: float, seed: int, capacity: float, measure
 
 
 def _reads(url: str, seconds: float) -> dict[str, list[float]]:
+    """A key's usage (asked by admin, as the dashboard does) and its budget status (asked with the ingest
+    token, as the gateway does before a call), one after the other for `seconds`."""
     start = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
-    paths = {"usage": f"/v1/usage?api_key_id=key-0&start={start}&bucket=day",
-             "status": "/v1/budgets/status?api_key_id=key-0"}
+    paths = {"usage": (f"/v1/usage?api_key_id=key-0&start={start}&bucket=day", ADMIN),
+             "status": ("/v1/budgets/status?api_key_id=key-0", INGEST)}
     out: dict[str, list[float]] = {name: [] for name in paths}
-    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+    with httpx.Client(base_url=url, timeout=60) as client:
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
-            for name, path in paths.items():
+            for name, (path, token) in paths.items():
                 t0 = time.perf_counter()
-                r = client.get(path)
+                r = client.get(path, headers={"Authorization": f"Bearer {token}"})
                 out[name].append(time.perf_counter() - t0)
                 if r.status_code != 200:
                     raise RuntimeError(r.text[:200])

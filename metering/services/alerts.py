@@ -24,7 +24,7 @@ from metering.access import KEY, UNASSIGNED, Principal
 from metering.budgets import Budget
 from metering.pricing import usd_string
 from metering.services import reservations
-from metering.services.budgets import status
+from metering.services.budgets import statuses
 from metering.services.context import Context
 from metering.services.statuscache import StatusCache
 from metering.store import budgets as table
@@ -57,8 +57,8 @@ def decide(cur: duckdb.DuckDBPyConnection, *, now: datetime, keys: dict[str, str
     decisions: list[NewAlert] = []
     all_budgets = table.active(cur)
     state = RollupState.read(cur) if all_budgets and cache is not None else None
-    for budget in all_budgets:
-        st = status(cur, budget, now=now, with_projection=budget.forecast, cache=cache, state=state)
+    found = statuses(cur, [(budget, budget.forecast, 0) for budget in all_budgets], now=now, cache=cache, state=state)
+    for budget, st in zip(all_budgets, found, strict=True):
         period_key = st.period_start.isoformat()
         fired = table.fired_keys(cur, budget_id=budget.id, period_start=st.period_start)
         fired_thresholds = {k.rsplit(":", 1)[1] for k in fired if k.startswith("threshold:")}

@@ -36,6 +36,7 @@ def create(ctx: Context, *, body: Any) -> dict[str, Any]:
         return budget
 
     budget = ctx.store.writer.call(insert)
+    ctx.store.touch("budgets")  # and after the commit, for the caches of readers (Context.active_budgets)
     out = budget.as_json()
     if "webhook_secret" not in body and budget.webhook_secret:
         out["webhook_secret"] = budget.webhook_secret  # generated: shown once, keep it to verify signatures
@@ -64,6 +65,7 @@ def delete(ctx: Context, *, budget_id: str) -> None:
         ctx.store.touch("budgets")
 
     ctx.store.writer.call(delete_)
+    ctx.store.touch("budgets")  # after the commit too (see create)
 
 
 # --- who sees what -----------------------------------------------------------------------------------------
@@ -145,19 +147,19 @@ def key_status(ctx: Context, *, api_key_id: str | None, principal: Principal) ->
     account = _account(ctx, key_id)
     now = ctx.now()
     with ctx.store.reading() as cur:
-        budgets_ = covering(cur, table.active(cur), api_key_id=key_id, account_id=account, now=now)
+        budgets_ = covering(cur, ctx.active_budgets(lambda: table.active(cur)), api_key_id=key_id,
+                            account_id=account, now=now)
         # The key's own share of wider budgets: for the key and for admin; the gateway's check (the hot
         # path before every call) does without it.
         share = key_id if principal.role != INGEST else None
         state = RollupState.read(cur) if budgets_ and share is not None else None
-        statuses = []
-        for budget in budgets_:
-            view = view_of(principal, budget)
-            st = status(cur, budget, now=now, cache=ctx.status_cache, state=state,
-                        with_projection=view != "covering", key=share, held=ctx.admission.held(budget.id, budget.basis))
-            statuses.append(st.as_json(view=view))
-    return {"api_key_id": key_id, "account_id": account, "budgets": statuses,
-            "exceeded": any(s["exceeded"] for s in statuses)}
+        views = [view_of(principal, budget) for budget in budgets_]
+        asked = [(budget, view != "covering", ctx.admission.held(budget.id, budget.basis))
+                 for budget, view in zip(budgets_, views, strict=True)]
+        found = statuses(cur, asked, now=now, cache=ctx.status_cache, state=state, key=share)
+        out = [st.as_json(view=view) for st, view in zip(found, views, strict=True)]
+    return {"api_key_id": key_id, "account_id": account, "budgets": out,
+            "exceeded": any(s["exceeded"] for s in out)}
 
 
 # --- spend and status ---------------------------------------------------------------------------------
@@ -196,20 +198,29 @@ def _spent(cur: duckdb.DuckDBPyConnection, budget: Budget, start: datetime, end:
 def status(cur: duckdb.DuckDBPyConnection, budget: Budget, *, now: datetime, with_projection: bool = True,
            cache: StatusCache | None = None, state: RollupState | None = None, key: str | None = None,
            held: int = 0) -> Status:
-    """A budget's spend in its current period and, with the projection, its forecast at the end, from
-    the budget's own spend counters (store.spend: per 15-minute slot, exact at every commit), from the
-    profile's first day or the period's start, if earlier, to the period's end; with `key`, that key's
-    share of the spend too (from the rollup)."""
-    start, end = rules.period_bounds(budget.period, budget.tz, now)
+    """One budget's status: see `statuses`."""
+    return statuses(cur, [(budget, with_projection, held)], now=now, cache=cache, state=state, key=key)[0]
+
+
+def statuses(cur: duckdb.DuckDBPyConnection, asked: list[tuple[Budget, bool, int]], *, now: datetime,
+             cache: StatusCache | None = None, state: RollupState | None = None, key: str | None = None) -> list[Status]:
+    """Budgets' spend in their current periods and, for those asked with the projection, the forecast
+    at the end; `asked`: (budget, with the projection, held). Read from the budgets' own spend counters
+    (store.spend: per 15-minute slot, exact at every commit) in one query: the period's spend, and the
+    last PROFILE_DAYS days per hour for a projection. With `key`, that key's share of the spend too
+    (from the rollup)."""
+    bounds = [rules.period_bounds(budget.period, budget.tz, now) for budget, _, _ in asked]
     history_start = rules.utc_hour(now) - timedelta(days=rules.PROFILE_DAYS)
-    lo = min(start, history_start) if with_projection else start
-    hourly = spend.hourly(cur, budget_id=budget.id, basis=budget.basis, period_start=start, lo=lo, end=end)
-    spent = sum(inside for inside, _ in hourly.values())
-    projected = spent
-    if with_projection:
-        totals = {hour: total for hour, (_, total) in hourly.items()}
-        projected = rules.project(spent=spent, now=now, period_start=start, period_end=end, hourly=totals)
-    key_spent = None
-    if key is not None:
-        key_spent = spent if budget.scope.is_key(key) else _spent(cur, budget.share_of(key), start, end, cache, state)
-    return Status(budget, start, end, spent, projected, held=held, key_spent=key_spent)
+    counters = spend.windows(cur, [(budget.id, budget.basis, start, history_start if projecting else end, end)
+                                   for (budget, projecting, _), (start, end) in zip(asked, bounds, strict=True)])
+    out = []
+    for (budget, projecting, held), (start, end) in zip(asked, bounds, strict=True):
+        spent, hourly = counters[budget.id]
+        projected = spent
+        if projecting:
+            projected = rules.project(spent=spent, now=now, period_start=start, period_end=end, hourly=hourly)
+        key_spent = None
+        if key is not None:
+            key_spent = spent if budget.scope.is_key(key) else _spent(cur, budget.share_of(key), start, end, cache, state)
+        out.append(Status(budget, start, end, spent, projected, held=held, key_spent=key_spent))
+    return out

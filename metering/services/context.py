@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from metering.budgets import Budget
 from metering.pricing import units_table
 from metering.ratecard import load_rate_card
 from metering.services.admission import Admission
@@ -30,6 +32,7 @@ class Context:
     metrics: Metrics | None = None  # the HTTP app's (GET /metrics); None in the CLI
     _units: tuple[tuple, pa.Table] | None = field(default=None, repr=False)
     _admission: Admission | None = field(default=None, repr=False)
+    _budgets: tuple[int, list[Budget]] | None = field(default=None, repr=False)
 
     @property
     def admission(self) -> Admission:
@@ -37,6 +40,16 @@ class Context:
         if self._admission is None:
             self._admission = Admission(self.store, self.store.clock)
         return self._admission
+
+    def active_budgets(self, read: Callable[[], list[Budget]]) -> list[Budget]:
+        """The active budgets, read again (by `read`, the first query of a new read snapshot) only when
+        they changed: the version is taken before the snapshot starts, and every change to a budget is
+        noted (Store.touch) after its commit, so a list kept under a version is never older than it."""
+        version = self.store.version("budgets")
+        cached = self._budgets
+        if cached is None or cached[0] != version:
+            cached = self._budgets = (version, read())
+        return cached[1]
 
     def now(self) -> datetime:
         return self.store.clock()

@@ -176,5 +176,7 @@ class Sender:
         self._store.writer.call(lambda con: table.record_attempt(
             con, item, now=self._store.clock(), status_code=status_code, error=error, duration_ms=duration_ms,
             next_delay=next_delay))
+        if status_code == 410:
+            self._store.touch("budgets")  # its endpoint is disabled: readers' copies of the budgets are stale
         if self._metrics is not None:
             self._metrics.webhook_delivery(outcome)

@@ -72,16 +72,34 @@ def forget(con: duckdb.DuckDBPyConnection, *, budget_id: str) -> None:
     con.execute("DELETE FROM budget_spend WHERE budget_id = ?", [budget_id])
 
 
-def hourly(cur: duckdb.DuckDBPyConnection, *, budget_id: str, basis: str, period_start: datetime, lo: datetime,
-           end: datetime) -> dict[datetime, tuple[int, int]]:
-    """The budget's spend per UTC hour in [lo, end) on a basis (cost | list_cost): (inside the period that
-    starts at `period_start`, all of the hour); hours with spend only."""
-    column = "cost_pico" if basis == "cost" else "list_cost_pico"
-    rows = cur.execute(f"SELECT date_trunc('hour', slot) AS h, sum({column}) FILTER (WHERE slot >= $start), "  # noqa: S608
-                       f"sum({column}) FROM budget_spend WHERE budget_id = $id AND slot >= $lo AND slot < $end "
-                       "GROUP BY h", {"id": budget_id, "start": naive_utc(period_start), "lo": naive_utc(lo),
-                                      "end": naive_utc(end)}).fetchall()
-    return {h.replace(tzinfo=UTC): (int(inside or 0), int(total)) for h, inside, total in rows}
+def windows(cur: duckdb.DuckDBPyConnection,
+            asked: list[tuple[str, str, datetime, datetime, datetime]]) -> dict[str, tuple[int, dict[datetime, int]]]:
+    """Several budgets' counters in one query. `asked`: (budget_id, basis (cost | list_cost), period
+    start, history start, period end). Per budget: (spend in [period start, period end), all spend per
+    UTC hour in [history start, period end), hours with spend only). A history start at the period's
+    end asks for the spend alone."""
+    if not asked:
+        return {}
+    values = ", ".join("(?, ?, ?::TIMESTAMP, ?::TIMESTAMP, ?::TIMESTAMP)" for _ in asked)
+    params = [p for bid, basis, start, hist, end in asked
+              for p in (bid, basis == "list_cost", naive_utc(start), naive_utc(hist), naive_utc(end))]
+    rows = cur.execute(f"""
+        WITH w(budget_id, list_basis, period_start, hist, period_end) AS (VALUES {values})
+        SELECT w.budget_id, CASE WHEN s.slot >= w.hist THEN date_trunc('hour', s.slot) END AS h,
+               (sum(CASE WHEN w.list_basis THEN s.list_cost_pico ELSE s.cost_pico END)
+                   FILTER (WHERE s.slot >= w.period_start))::VARCHAR AS inside,
+               sum(CASE WHEN w.list_basis THEN s.list_cost_pico ELSE s.cost_pico END)::VARCHAR AS total
+        FROM budget_spend s JOIN w ON s.budget_id = w.budget_id
+        WHERE s.slot >= least(w.period_start, w.hist) AND s.slot < w.period_end
+        GROUP BY ALL""", params).fetchall()  # noqa: S608 (fixed SQL; values are parameters)
+    # The sums come as text: exact, and about twice as fast to bring into Python as HUGEINTs.
+    out: dict[str, tuple[int, dict[datetime, int]]] = {bid: (0, {}) for bid, *_ in asked}
+    for bid, hour, inside, total in rows:
+        spent, hourly = out[bid]
+        if hour is not None:
+            hourly[hour.replace(tzinfo=UTC)] = int(total)
+        out[bid] = (spent + int(inside or 0), hourly)
+    return out
 
 
 def spent_in(cur: duckdb.DuckDBPyConnection, windows: list[tuple[str, str, datetime, datetime]]) -> dict[str, int]:
