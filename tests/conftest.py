@@ -135,6 +135,20 @@ def generate_records(n: int, *, seed: int = 42, start: datetime = NOW - timedelt
 # --- the real server as a subprocess ------------------------------------------------------------------
 
 
+def ingest(client, records: list[dict]) -> None:
+    """POST records through an app's client (the ingest token), 10,000 a request; each must be accepted."""
+    for i in range(0, len(records), 10_000):
+        r = client.post("/v1/usage", json=records[i:i + 10_000], headers=auth(INGEST))
+        assert r.status_code == 200, r.text[:300]
+
+
+def get(client, path: str, **params: Any):
+    """GET as admin; it must answer 200."""
+    r = client.get(path, params=params, headers=auth(ADMIN))
+    assert r.status_code == 200, r.text[:500]
+    return r
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

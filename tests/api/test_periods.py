@@ -17,22 +17,10 @@ from metering.api.app import create_app
 from metering.ratecard import load_rate_card
 from metering.settings import DEFAULT_RATE_CARD
 from metering.store.db import Store
-from tests.conftest import ADMIN, INGEST, MODEL, auth, generate_records, record
+from tests.conftest import ADMIN, MODEL, auth, generate_records, get, ingest, record
 
 OCTOBER = {"start": "2026-10-01", "end": "2026-11-01"}
 NOVEMBER = {"start": "2026-11-01", "end": "2026-12-01"}
-
-
-def ingest(client, records):
-    for i in range(0, len(records), 10_000):
-        r = client.post("/v1/usage", json=records[i:i + 10_000], headers=auth(INGEST))
-        assert r.status_code == 200, r.text[:300]
-
-
-def get(client, path, **params):
-    r = client.get(path, params=params, headers=auth(ADMIN))
-    assert r.status_code == 200, r.text[:500]
-    return r
 
 
 def close(client, month, status=200):

@@ -12,19 +12,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ADMIN, INGEST, MODEL, NOW, auth, generate_records, record
-
-
-def ingest(client, records):
-    for i in range(0, len(records), 10_000):
-        r = client.post("/v1/usage", json=records[i:i + 10_000], headers=auth(INGEST))
-        assert r.status_code == 200, r.text[:300]
-
-
-def get(client, path, **params):
-    r = client.get(path, params=params, headers=auth(ADMIN))
-    assert r.status_code == 200, r.text[:500]
-    return r
+from tests.conftest import ADMIN, MODEL, NOW, auth, generate_records, get, ingest, record
 
 
 def ledger_cost(store, start="2000-01-01", end="2100-01-01", account=None):

@@ -9,13 +9,7 @@ import pytest
 
 from metering.store import queries
 from metering.timewindows import cut, parse_bound, zone
-from tests.conftest import ADMIN, INGEST, auth, generate_records, record
-
-
-def ingest(client, records):
-    for i in range(0, len(records), 10_000):
-        r = client.post("/v1/usage", json=records[i:i + 10_000], headers=auth(INGEST))
-        assert r.status_code == 200, r.text[:500]
+from tests.conftest import ADMIN, auth, generate_records, ingest, record
 
 
 def usage(client, token=ADMIN, **params):

@@ -29,9 +29,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ADMIN, Server
+from tests.e2e.conftest import require_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
-CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).parents[2] / "test-artifacts" / "screenshots"
 VIEWS = {"overview": "Overview", "daily": "Daily spend", "keys": "Keys", "keys/key-07": "Key key-07",
          "budgets": "Budgets", "alerts": "Alerts", "documents": "Documents", "reconcile": "Reconciliation",
@@ -40,13 +40,7 @@ KEY_SECRET = "sk_demo_key-01"
 # The webhook endpoints of the budgets the fixture adds, so that the alerts have every delivery status.
 WEBHOOKS = {"key-03": "ok", "key-04": "gone", "key-05": "broken"}
 
-if not CHROMIUM.exists():
-    message = "Debian's chromium is not installed: run `apt-get install chromium` (as root)"
-    if os.environ.get("METERING_REQUIRE_BROWSER"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
-
-from playwright.sync_api import sync_playwright  # noqa: E402 (only with a browser)
+require_chromium()
 
 
 def usd(text: str | None) -> str:
@@ -125,16 +119,6 @@ def served(tmp_path_factory):
     yield server
     server.stop()
     hooks.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
 
 
 @pytest.fixture

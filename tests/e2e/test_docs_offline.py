@@ -5,8 +5,6 @@ and never try to reach another host."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -14,18 +12,12 @@ import pytest
 
 from metering.api.docs import REDOC_CSP, SWAGGER_CSP
 from tests.conftest import Server
+from tests.e2e.conftest import require_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
-CHROMIUM = Path("/usr/bin/chromium")
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 
-if not CHROMIUM.exists():
-    message = "Debian's chromium is not installed: run `apt-get install chromium` (as root)"
-    if os.environ.get("METERING_REQUIRE_BROWSER"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
-
-from playwright.sync_api import sync_playwright  # noqa: E402 (only with a browser)
+require_chromium()
 
 # Collects the page's Content-Security-Policy violations (Playwright's init scripts are not
 # subject to the page's policy).
@@ -41,16 +33,6 @@ def served(tmp_path_factory):
     server = Server(tmp_path_factory.mktemp("docs") / "docs.duckdb").start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
 
 
 @pytest.fixture
