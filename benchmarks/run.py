@@ -14,8 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-SUITES = ("ingest", "otlp", "imports", "reports", "keyindex", "reconcile", "budgets", "concurrent", "reservations",
-          "pricing", "client", "periods", "lake", "metrics")
+SUITES = ("ingest", "servers", "otlp", "imports", "reports", "keyindex", "reconcile", "budgets", "concurrent",
+          "reservations", "pricing", "client", "periods", "lake", "metrics")
 
 
 def markdown(results: list[dict]) -> str:

@@ -23,7 +23,8 @@ def test_benchmark_suite_smoke_run_writes_json_and_markdown(tmp_path):
     for expected in ("single-record POSTs", "1,000-record batches", "Parquet", "daily report", "storage",
                      "budget status", "while ingest runs", "pricing", "OTLP trace export, protobuf", "UsageClient",
                      "provider reconciliation", "period close", "lake sync", "lake storage", "over the lake with Spark",
-                     "the request_id key on disk", "while ingest runs flat out", "into a ledger of"):
+                     "the request_id key on disk", "while ingest runs flat out", "into a ledger of",
+                     "under granian"):
         assert any(expected in name for name in scenarios), (expected, scenarios)
     assert all(x["figure"] and x["reference"] for x in document["results"])
     assert "| scenario | figure | reference (same run) |" in (tmp_path / "results.md").read_text()
