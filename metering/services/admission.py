@@ -40,9 +40,10 @@ class Admission:
                 self.add(row)
         store.writer.on_settle(self.settled, holds_open=lambda: bool(self._holds))
 
-    def enforced(self, read: Callable[[], list[Budget]]) -> list[Budget]:
-        """The active budgets that enforce their amount, read again only when budgets changed."""
-        version = self._store.version("budgets")
+    def enforced(self, version: int, read: Callable[[], list[Budget]]) -> list[Budget]:
+        """The active budgets that enforce their amount, read again only when budgets changed: `version`
+        is store.version("budgets") taken before the snapshot `read` reads from began (changes are
+        noted after their commits, so what is kept under a version is never older than it)."""
         if self._budgets is None or self._budgets[0] != version:
             self._budgets = (version, [b for b in read() if b.enforce])
         return self._budgets[1]

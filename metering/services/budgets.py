@@ -146,8 +146,9 @@ def key_status(ctx: Context, *, api_key_id: str | None, principal: Principal) ->
     assert key_id is not None
     account = _account(ctx, key_id)
     now = ctx.now()
+    version = ctx.store.version("budgets")  # before the read snapshot begins (see Context.active_budgets)
     with ctx.store.reading() as cur:
-        budgets_ = covering(cur, ctx.active_budgets(lambda: table.active(cur)), api_key_id=key_id,
+        budgets_ = covering(cur, ctx.active_budgets(version, lambda: table.active(cur)), api_key_id=key_id,
                             account_id=account, now=now)
         # The key's own share of wider budgets: for the key and for admin; the gateway's check (the hot
         # path before every call) does without it.

@@ -41,11 +41,10 @@ class Context:
             self._admission = Admission(self.store, self.store.clock)
         return self._admission
 
-    def active_budgets(self, read: Callable[[], list[Budget]]) -> list[Budget]:
-        """The active budgets, read again (by `read`, the first query of a new read snapshot) only when
-        they changed: the version is taken before the snapshot starts, and every change to a budget is
-        noted (Store.touch) after its commit, so a list kept under a version is never older than it."""
-        version = self.store.version("budgets")
+    def active_budgets(self, version: int, read: Callable[[], list[Budget]]) -> list[Budget]:
+        """The active budgets, read again (by `read`, in a read snapshot begun after `version` was taken
+        from `store.version("budgets")`) only when they changed. Every change to a budget is noted
+        (Store.touch) after its commit, so a list kept under a version is never older than it."""
         cached = self._budgets
         if cached is None or cached[0] != version:
             cached = self._budgets = (version, read())

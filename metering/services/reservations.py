@@ -59,8 +59,9 @@ def reserve(ctx: Context, *, body: Any) -> dict[str, Any]:
     version = ctx.store.card.version_at(ask.model, now)
     key = ctx.store.key(ask.api_key_id)
     account = key.account_id if key else UNASSIGNED
+    budgets_version = ctx.store.version("budgets")  # before the read snapshot begins
     with ctx.store.reading() as cur:
-        enforced = [b for b in admission.enforced(lambda: budget_table.active(cur))
+        enforced = [b for b in admission.enforced(budgets_version, lambda: budget_table.active(cur))
                     if reservation_rules.covers(b, api_key_id=ask.api_key_id, account_id=account, tags=ask.tags)]
         with admission.deciding():  # one decision at a time; what it reads is one snapshot
             row, stored = table.lookup(cur, ask.request_id)

@@ -240,3 +240,21 @@ def test_an_amount_beyond_what_is_stored_is_a_400_not_a_500(client):
     assert r.status_code == 400 and "amount" in r.json()["error"]["message"]
     assert client.post("/v1/budgets", json={"scope": {"all": True}, "amount": "9000000"},
                        headers=auth(ADMIN)).status_code == 201
+
+
+def test_the_gateways_status_sees_each_budget_made_or_deleted_at_once_and_agrees_with_each_budgets_own(client):
+    """Budget status keeps the active budgets between reads (until one changes): every read right after a
+    create or a delete must still see exactly the budgets there are, with the figures of each one's own route."""
+    spend(client, 2)  # $0.30 on key-a
+    made = []
+    for i, scope in enumerate(({"api_key_id": "key-a"}, {"all": True}, {"api_key_id": "key-a"}, {"all": True})):
+        made.append(budget(client, scope=scope, amount=f"{i + 1}.00")["id"])
+        status = client.get("/v1/budgets/status", params={"api_key_id": "key-a"}, headers=auth(INGEST)).json()
+        assert {b["budget_id"] for b in status["budgets"]} == set(made), status
+        for b in status["budgets"]:
+            own = client.get(f"/v1/budgets/{b['budget_id']}/status", headers=auth(ADMIN)).json()
+            assert (b["spent"], b["projected"]) == (own["spent"], own["projected"])
+    for gone in made:
+        assert client.delete(f"/v1/budgets/{gone}", headers=auth(ADMIN)).status_code == 204
+        status = client.get("/v1/budgets/status", params={"api_key_id": "key-a"}, headers=auth(INGEST)).json()
+        assert gone not in {b["budget_id"] for b in status["budgets"]}
