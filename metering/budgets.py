@@ -58,8 +58,9 @@ def period_bounds(period: str, tz: str, now: datetime) -> tuple[datetime, dateti
 
 def project(*, spent: int, now: datetime, period_start: datetime, period_end: datetime,
             hourly: dict[datetime, int]) -> int:
-    """Projected spend at the period's end (pico-dollars). `hourly`: spend per UTC hour start,
-    covering at least the last PROFILE_DAYS days before `now` (missing hours spent nothing)."""
+    """Projected spend at the period's end (pico-dollars). `hourly`: spend per UTC hour start, covering
+    at least the hours from midnight UTC of the day PROFILE_DAYS before `now`'s hour (missing hours spent
+    nothing)."""
     if now >= period_end:
         return spent
     current_hour = now.replace(minute=0, second=0, microsecond=0)
@@ -68,10 +69,11 @@ def project(*, spent: int, now: datetime, period_start: datetime, period_end: da
     if first_seen is None:
         return spent
     if current_hour - first_seen < timedelta(days=1):
-        elapsed = (now - max(period_start, first_seen)).total_seconds()
+        us = timedelta(microseconds=1)
+        elapsed = (now - max(period_start, first_seen)) // us
         if elapsed <= 0:
             return spent
-        return spent + int(spent * (period_end - now).total_seconds() / elapsed)
+        return spent + spent * ((period_end - now) // us) // elapsed  # exact: integers only
     days = min(PROFILE_DAYS, (current_hour - first_seen).days or 1)
     day_starts = [(current_hour - timedelta(days=back)).replace(hour=0) for back in range(1, days + 1)]
     # Twice each hour of day's median, so that it is an integer (a median of integers is n or n + 1/2).

@@ -211,7 +211,8 @@ def statuses(cur: duckdb.DuckDBPyConnection, asked: list[tuple[Budget, bool, int
     last PROFILE_DAYS days per hour for a projection. With `key`, that key's share of the spend too
     (from the rollup)."""
     bounds = [rules.period_bounds(budget.period, budget.tz, now) for budget, _, _ in asked]
-    history_start = rules.utc_hour(now) - timedelta(days=rules.PROFILE_DAYS)
+    # The forecast's profile reads whole UTC days back to midnight of the day PROFILE_DAYS before this hour.
+    history_start = (rules.utc_hour(now) - timedelta(days=rules.PROFILE_DAYS)).replace(hour=0)
     counters = spend.windows(cur, [(budget.id, budget.basis, start, history_start if projecting else end, end)
                                    for (budget, projecting, _), (start, end) in zip(asked, bounds, strict=True)])
     out = []

@@ -258,3 +258,30 @@ def test_the_gateways_status_sees_each_budget_made_or_deleted_at_once_and_agrees
         assert client.delete(f"/v1/budgets/{gone}", headers=auth(ADMIN)).status_code == 204
         status = client.get("/v1/budgets/status", params={"api_key_id": "key-a"}, headers=auth(INGEST)).json()
         assert gone not in {b["budget_id"] for b in status["budgets"]}
+
+
+def test_a_months_forecast_reads_the_whole_profile_days_from_the_counters(client):
+    """Late in a month, the forecast's profile (hour-of-day medians over whole UTC days back to midnight
+    PROFILE_DAYS before this hour) must come from every hour of those days, as an independent sum of the
+    records gives them: the counters' read must not cut the first day at the hour PROFILE_DAYS ago."""
+    from metering.budgets import PROFILE_DAYS, project
+
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # the fixture's clock
+    records, hourly = [], {}
+    for back in range(1, 24 * (PROFILE_DAYS + 3)):
+        hour = now - timedelta(hours=back)
+        tokens = 1_000 * (1 + (hour.hour * 7 + back) % 13)  # differs by hour of day and by day
+        records.append(record(f"f-{back}", api_key_id="key-a", occurred_at=hour.isoformat(), input_tokens=tokens,
+                              cached_tokens=0, output_tokens=0, thinking_tokens=None))
+        hourly[hour] = tokens * 150_000  # $0.15 per 1M input tokens, in pico-dollars
+    assert client.post("/v1/usage", json=records, headers=auth(INGEST)).status_code == 200
+    made = budget(client, amount="1000.00", forecast=True)
+    start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    spent = sum(v for h, v in hourly.items() if h >= start)
+    expected = project(spent=spent, now=now, period_start=start, period_end=end, hourly=hourly)
+    got = client.get(f"/v1/budgets/{made['id']}/status", headers=auth(ADMIN)).json()
+    gateway = client.get("/v1/budgets/status", params={"api_key_id": "key-a"}, headers=auth(INGEST)).json()
+    from metering.pricing import usd_string
+
+    assert got["spent"] == usd_string(spent) and got["projected"] == usd_string(expected), got
+    assert gateway["budgets"][0]["projected"] == usd_string(expected)
