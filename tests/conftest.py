@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,21 @@ def get(client, path: str, **params: Any):
     r = client.get(path, params=params, headers=auth(ADMIN))
     assert r.status_code == 200, r.text[:500]
     return r
+
+
+def ledger_cost(store: Store, start: str = "2000-01-01", end: str = "2100-01-01",
+                account: str | None = None) -> tuple[Decimal, Decimal]:
+    """(cost, list cost) in USD of the ledger rows in [start, end), of one account if given: the
+    independent sum documents are checked against."""
+    sql = ("SELECT coalesce(sum(cost_pico), 0), coalesce(sum(list_cost_pico), 0) FROM ledger l "
+           "LEFT JOIN api_keys k USING (api_key_id) WHERE occurred_at >= ?::TIMESTAMP AND occurred_at < ?::TIMESTAMP")
+    params = [start, end]
+    if account:
+        sql += " AND coalesce(k.account_id, 'unassigned') = ?"
+        params.append(account)
+    with store.reading() as cur:
+        cost, list_cost = cur.execute(sql, params).fetchone()
+    return Decimal(cost).scaleb(-12), Decimal(list_cost).scaleb(-12)
 
 
 def free_port() -> int:

@@ -141,8 +141,8 @@ class Writer:
         self._listeners: list[Callable[[], None]] = []
         self._settlement_listeners: list[Callable[[list[str]], None]] = []
         self._settled: list[str] = []
-        self._seen: dict[str, tuple[int, bool]] = {}
-        self._holds_open: Callable[[], bool] | None = None  # table -> (store version, has rows that matter)
+        self._seen: dict[str, tuple[int, bool]] = {}  # table -> (store version, has rows that matter)
+        self._holds_open: Callable[[], bool] | None = None
         self._thread = threading.Thread(target=self._run, name="metering-writer", daemon=True)
         self._thread.start()
 

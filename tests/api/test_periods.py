@@ -17,7 +17,7 @@ from metering.api.app import create_app
 from metering.ratecard import load_rate_card
 from metering.settings import DEFAULT_RATE_CARD
 from metering.store.db import Store
-from tests.conftest import ADMIN, MODEL, auth, generate_records, get, ingest, record
+from tests.conftest import ADMIN, MODEL, auth, generate_records, get, ingest, ledger_cost, record
 
 OCTOBER = {"start": "2026-10-01", "end": "2026-11-01"}
 NOVEMBER = {"start": "2026-11-01", "end": "2026-12-01"}
@@ -36,18 +36,6 @@ def october(n, seed, *, prefix="oct"):
                                prefix=prefix)
     rename = {"key-0": "key-a", "key-1": "key-b"}
     return [{**r, "api_key_id": rename.get(r["api_key_id"], r["api_key_id"])} for r in records]
-
-
-def ledger_pico(store, start, end, account=None):
-    sql = ("SELECT coalesce(sum(cost_pico), 0), coalesce(sum(list_cost_pico), 0) FROM ledger l "
-           "LEFT JOIN api_keys k USING (api_key_id) WHERE occurred_at >= ?::TIMESTAMP AND occurred_at < ?::TIMESTAMP")
-    params = [start, end]
-    if account:
-        sql += " AND coalesce(k.account_id, 'unassigned') = ?"
-        params.append(account)
-    with store.reading() as cur:
-        cost, list_cost = cur.execute(sql, params).fetchone()
-    return Decimal(cost).scaleb(-12), Decimal(list_cost).scaleb(-12)
 
 
 DOCUMENTS = [
@@ -76,7 +64,7 @@ def test_close_then_late_records_rerating_and_restart_keep_the_closed_month_byte
     result = close(client, "2026-10")
     assert result["closed_now"] is True
     period = result["period"]
-    cost, list_cost = ledger_pico(store, "2026-10-01", "2026-11-01")
+    cost, list_cost = ledger_cost(store, "2026-10-01", "2026-11-01")
     assert Decimal(period["amount"]) == cost and Decimal(period["list_amount"]) == list_cost
     assert Decimal(period["correction_amount"]) == 0 and period["closed_by"] == "api"
     closed = documents(client)
@@ -144,7 +132,7 @@ def assert_reconciles(client, store, *, usage_months, billing_months):
     focus = pl.read_parquet(io.BytesIO(get(client, "/v1/reports/focus", start=f"{first}-01",
                                            end=_next(last), format="parquet").content))
     for month in usage_months:
-        cost, list_cost = ledger_pico(store, f"{month}-01", _next(month))
+        cost, list_cost = ledger_cost(store, f"{month}-01", _next(month))
         assert billed[month] == [cost, list_cost], month
         rows = focus.filter(pl.col("ChargePeriodStart").dt.strftime("%Y-%m") == month)
         assert (rows["BilledCost"].sum(), rows["ListCost"].sum()) == (cost, list_cost), month

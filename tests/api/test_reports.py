@@ -12,20 +12,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ADMIN, MODEL, NOW, auth, generate_records, get, ingest, record
-
-
-def ledger_cost(store, start="2000-01-01", end="2100-01-01", account=None):
-    sql = ("SELECT coalesce(sum(cost_pico), 0), coalesce(sum(list_cost_pico), 0) FROM ledger l "
-           "LEFT JOIN api_keys k USING (api_key_id) WHERE occurred_at >= ?::TIMESTAMP AND occurred_at < ?::TIMESTAMP")
-    params = [start, end]
-    if account:
-        sql += " AND coalesce(k.account_id, 'unassigned') = ?"
-        params.append(account)
-    with store.reading() as cur:
-        cost, list_cost = cur.execute(sql, params).fetchone()
-    return Decimal(cost).scaleb(-12), Decimal(list_cost).scaleb(-12)
-
+from tests.conftest import ADMIN, MODEL, NOW, auth, generate_records, get, ingest, ledger_cost, record
 
 # --- daily ------------------------------------------------------------------------------------------
 
